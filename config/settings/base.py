@@ -1,0 +1,328 @@
+"""Every Modeldeck setting, driven by environment variables with safe development defaults.
+
+Each variable read here is listed, with its default, in `.env.example`.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.settings.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env_str("MODELDECK_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    # Development only: a fixed key is harmless while DEBUG keeps the server local.
+    SECRET_KEY = "modeldeck-development-only-secret-key-not-for-production-use"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+if "*" in ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list host names explicitly, never '*'")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "common",
+    "accounts",
+    "registry",
+    "deployments",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    # First, so that it times and counts every response, including those of other middleware.
+    "monitoring.middleware.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite under var/ unless DATABASE_URL names another.
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'modeldeck.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while the worker writes; the timeout rides out short locks.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Artifact storage: a folder under var/ by default, S3-compatible storage when configured.
+ARTIFACT_STORAGE = env_str("ARTIFACT_STORAGE", "filesystem")
+ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(VAR_DIR / "artifacts"))).resolve()
+if ARTIFACT_STORAGE == "filesystem":
+    _artifact_backend = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(ARTIFACT_ROOT), "base_url": None},
+    }
+elif ARTIFACT_STORAGE == "s3":
+    _artifact_backend = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured("ARTIFACT_STORAGE must be 'filesystem' or 's3'")
+STORAGES = {
+    "default": _artifact_backend,
+    "artifacts": _artifact_backend,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Uploads stream to a temporary file past this size; the registry's handler caps the total.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = None
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+MODELDECK_MAX_UPLOAD_BYTES = env_int("MODELDECK_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Larger models are inspected (signature, opsets) in the sandboxed validation child only.
+MODELDECK_PARSE_IN_PROCESS_BYTES = env_int("MODELDECK_PARSE_IN_PROCESS_BYTES", 64 * 1024**2)
+# Cap on the optional reference CSV that seeds drift detection.
+MODELDECK_MAX_REFERENCE_BYTES = env_int("MODELDECK_MAX_REFERENCE_BYTES", 64 * 1024**2)
+
+# Security headers. HSTS and the secure-cookie flags follow SECURE_COOKIES so that a plain-HTTP
+# local install keeps working while `check --deploy` is clean with production values.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("USE_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Number of reverse proxies in front of the web process whose X-Forwarded-For we trust.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: text/plain and form bodies are refused (415) so browsers cannot forge API calls;
+    # upload endpoints opt into multipart explicitly.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "common.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Modeldeck API",
+    "DESCRIPTION": "Model registry, deployments, monitoring and experiments.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# API tokens.
+API_TOKEN_DEFAULT_DAYS = env_int("API_TOKEN_DEFAULT_DAYS", 90)
+API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
+
+# Celery: JSON only, late acks so a killed worker's task is redelivered, bounded run time.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL") or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "broker"
+    # kombu's filesystem transport expects its folders to exist.
+    for _folder in ("queue", "processed", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        # Broadcasts (worker remote control) go here, not into the current folder.
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Must exceed the longest task so an unacknowledged task is not redelivered while running.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 900)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 960)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+
+# Monitoring: scraping, retention, drift thresholds, webhooks.
+METRICS_SCRAPE_INTERVAL_SECONDS = env_float("METRICS_SCRAPE_INTERVAL_SECONDS", 5.0)
+METRICS_SCRAPE_TIMEOUT_SECONDS = env_float("METRICS_SCRAPE_TIMEOUT_SECONDS", 2.0)
+METRICS_MAX_EXPOSITION_BYTES = env_int("METRICS_MAX_EXPOSITION_BYTES", 8 * 1024**2)
+METRICS_MINUTE_RETENTION_DAYS = env_int("METRICS_MINUTE_RETENTION_DAYS", 7)
+METRICS_HOUR_RETENTION_DAYS = env_int("METRICS_HOUR_RETENTION_DAYS", 90)
+# Bearer token Prometheus presents to the dashboard's own /metrics; empty means staff only.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+DRIFT_WINDOW_MINUTES = env_int("DRIFT_WINDOW_MINUTES", 60)
+DRIFT_PSI_THRESHOLD = env_float("DRIFT_PSI_THRESHOLD", 0.2)
+DRIFT_JS_THRESHOLD = env_float("DRIFT_JS_THRESHOLD", 0.1)
+DRIFT_DATASET_SHARE = env_float("DRIFT_DATASET_SHARE", 0.3)
+DRIFT_MIN_ROWS = env_int("DRIFT_MIN_ROWS", 100)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)
+
+# One beat schedule for every periodic job; each entry says why it exists.
+RECONCILE_INTERVAL_SECONDS = env_float("RECONCILE_INTERVAL_SECONDS", 15.0)
+CELERY_BEAT_SCHEDULE = {
+    # Level-triggered healing: re-converge every endpoint, so a killed worker or a crashed
+    # serving process is repaired without anyone pressing a button.
+    "reconcile-all-endpoints": {
+        "task": "deployments.tasks.reconcile_all",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+    },
+    # Pending versions whose validation task was lost (broker outage, worker killed before ack)
+    # get re-enqueued; validation is idempotent.
+    "requeue-stale-validations": {
+        "task": "registry.tasks.requeue_stale_validations",
+        "schedule": 60.0,
+    },
+    # Pull every live runtime's /metrics into minute rows; a stale scrape is dropped, not queued.
+    "scrape-runtime-metrics": {
+        "task": "monitoring.tasks.scrape_all",
+        "schedule": METRICS_SCRAPE_INTERVAL_SECONDS,
+        "options": {"expires": METRICS_SCRAPE_INTERVAL_SECONDS},
+    },
+    # Fold old minute rows into hour rows and delete what is past retention.
+    "rollup-metrics": {"task": "monitoring.tasks.rollup_metrics", "schedule": 300.0},
+    # Compare each endpoint's live feature histograms with its version's reference profile.
+    "compute-drift": {"task": "monitoring.tasks.compute_drift_all", "schedule": 300.0},
+    # Open and resolve alerts from the latest metrics and drift results.
+    "evaluate-alerts": {"task": "monitoring.tasks.evaluate_alerts", "schedule": 60.0},
+    # Retry webhook deliveries whose backoff has elapsed.
+    "retry-webhook-deliveries": {
+        "task": "monitoring.tasks.retry_webhook_deliveries",
+        "schedule": 30.0,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Registry validation limits (a hostile model can only kill the child process).
+VALIDATION_TIMEOUT_SECONDS = env_int("VALIDATION_TIMEOUT_SECONDS", 120)
+VALIDATION_MEMORY_BYTES = env_int("VALIDATION_MEMORY_BYTES", 4 * 1024**3)
+
+# Local deployment target.
+LOCAL_TARGET_PORT_RANGE = env_str("LOCAL_TARGET_PORT_RANGE", "18100-18999")
+RUNTIME_DIR = Path(env_str("RUNTIME_DIR", str(VAR_DIR / "runtime"))).resolve()
+# How long a new serving process may take to report ready before the release fails.
+DEPLOYMENTS_READY_TIMEOUT_SECONDS = env_float("DEPLOYMENTS_READY_TIMEOUT_SECONDS", 60.0)
+# In-flight requests get this long on an old version after traffic moves away from it.
+DEPLOYMENTS_DRAIN_SECONDS = env_float("DEPLOYMENTS_DRAIN_SECONDS", 2.0)
+# A reconcile holds its endpoint's lease this long; a dead worker's lease then expires.
+DEPLOYMENTS_LEASE_SECONDS = env_float("DEPLOYMENTS_LEASE_SECONDS", 60.0)
+# Wheels that serving images install with networking off (deployments/docker/README.md).
+MODELDECK_WHEELHOUSE = Path(env_str("MODELDECK_WHEELHOUSE", str(VAR_DIR / "wheelhouse"))).resolve()
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}

@@ -1,0 +1,19 @@
+"""Test settings: the base settings with faster hashing and a throwaway artifact folder."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("MODELDECK_VAR_DIR", tempfile.mkdtemp(prefix="modeldeck-test-"))
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import CELERY_BROKER_URL
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests call tasks directly; the on-commit enqueue still goes to the configured broker, so with
+# no broker configured it goes to an in-memory one instead of a folder.
+if CELERY_BROKER_URL == "filesystem://":
+    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns when missing)

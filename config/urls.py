@@ -1,0 +1,16 @@
+"""Top-level URLs: pages, the API, the admin, health."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from common import views as common_views
+
+urlpatterns = [
+    path("healthz", common_views.healthz, name="healthz"),
+    path("accounts/", include("accounts.urls")),
+    path("models/", include("registry.urls")),
+    path("", include("deployments.urls")),
+    path("", include("monitoring.urls")),
+    path("api/", include("config.api_urls")),
+    path("admin/", admin.site.urls),
+]

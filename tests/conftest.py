@@ -1,0 +1,141 @@
+"""Fixtures every test tier shares: teams, members of each role, API clients, tiers."""
+
+import os
+import shutil
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.actor import Actor
+from accounts.models import Role
+from accounts.services import token_create
+from tests.factories import MembershipFactory, TeamFactory, UserFactory
+
+REQUIRED_TIERS = {
+    t.strip() for t in os.environ.get("MODELDECK_REQUIRE_TIERS", "").split(",") if t.strip()
+}
+
+
+def tier_unavailable(tier: str, reason: str):
+    """Skip a tier that cannot run here, unless CI said this tier must run (then fail)."""
+    if tier in REQUIRED_TIERS:
+        pytest.fail(f"the {tier} tier must run here (MODELDECK_REQUIRE_TIERS) but: {reason}")
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("browser") and not shutil.which("chromium"):
+            item.add_marker(pytest.mark.usefixtures("_require_chromium"))
+
+
+@pytest.fixture
+def _require_chromium():
+    if not shutil.which("chromium"):
+        tier_unavailable("browser", "Debian's chromium is not installed")
+
+
+@pytest.fixture
+def team(db):
+    return TeamFactory(name="alpha")
+
+
+@pytest.fixture
+def other_team(db):
+    return TeamFactory(name="bravo")
+
+
+def _member(team, role, username):
+    return MembershipFactory(user=UserFactory(username=username), team=team, role=role).user
+
+
+@pytest.fixture
+def viewer(team):
+    return _member(team, Role.VIEWER, "vera-viewer")
+
+
+@pytest.fixture
+def scientist(team):
+    return _member(team, Role.SCIENTIST, "sam-scientist")
+
+
+@pytest.fixture
+def deployer(team):
+    return _member(team, Role.DEPLOYER, "dana-deployer")
+
+
+@pytest.fixture
+def admin_member(team):
+    return _member(team, Role.ADMIN, "ada-admin")
+
+
+@pytest.fixture
+def outsider(other_team):
+    """An admin of another team: everything of `team` must be invisible to them."""
+    return _member(other_team, Role.ADMIN, "olga-outsider")
+
+
+def actor_for(user, team=None) -> Actor:
+    """The actor a browser session of `user` would be (all their teams)."""
+    from accounts.models import Membership
+
+    roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+    if team is not None:
+        roles = {team.pk: roles[team.pk]}
+    return Actor(user=user, label=user.get_username(), ip="127.0.0.1", roles=roles)
+
+
+@pytest.fixture
+def make_actor():
+    return actor_for
+
+
+def token_client(user, team) -> APIClient:
+    """An API client authenticated with a fresh bearer token of `user` in `team`."""
+    _token, plain = token_create(actor=Actor.system("tests"), user=user, team=team, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plain}")
+    return client
+
+
+@pytest.fixture
+def api_for():
+    """`api_for(user, team)` → an APIClient with a bearer token."""
+    return token_client
+
+
+@pytest.fixture
+def scientist_api(scientist, team):
+    return token_client(scientist, team)
+
+
+@pytest.fixture
+def deployer_api(deployer, team):
+    return token_client(deployer, team)
+
+
+@pytest.fixture
+def viewer_api(viewer, team):
+    return token_client(viewer, team)
+
+
+@pytest.fixture
+def outsider_api(outsider, other_team):
+    return token_client(outsider, other_team)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many browser journeys, security cases and fault cases ran and passed."""
+    tiers = {"browser journeys": "tests/e2e/", "security cases": "tests/security/"}
+    counts = {name: [0, 0] for name in [*tiers, "fault cases"]}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome != "error":
+                continue
+            names = [name for name, prefix in tiers.items() if report.nodeid.startswith(prefix)]
+            if "fault" in report.keywords:
+                names.append("fault cases")
+            for name in names:
+                counts[name][0 if outcome == "passed" else 1] += 1
+    line = ", ".join(f"{name}: {ok} passed, {bad} failed" for name, (ok, bad) in counts.items())
+    terminalreporter.write_line(f"Modeldeck tiers — {line}")
