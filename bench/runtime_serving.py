@@ -1,0 +1,447 @@
+"""Serving benchmark: raw onnxruntime, HTTP floors, the version server, the gateway, MLflow.
+
+Run from the repository root: `python bench/runtime_serving.py` (needs Debian's `wrk`).
+Every HTTP figure comes from wrk against 127.0.0.1; servers and wrk share this machine's cores.
+Each HTTP figure is the best of --rounds runs (default 3) of --duration seconds (default 3),
+interleaved across targets. Other options: --skip-mlflow, --mlflow-install-timeout SECONDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "var" / "bench-runtime"
+ADMIN_TOKEN = "bench-admin-token"
+MLP_INPUTS = 100
+ROW_COUNTS = (1, 64)
+CONNECTIONS = (1, 16)
+GOAL_P50_SECONDS = 0.0003
+GOAL_FLOOR_SHARE = 0.60
+GOAL_GATEWAY_ADDED_SECONDS = 0.0003
+GOAL_GATEWAY_SHARE = 0.60
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def build_models() -> dict[str, Path]:
+    """The small tabular classifier (sklearn on iris) and an MLP with 100 inputs."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    features = features.astype(np.float32)
+    iris = WORK / "models" / "iris"
+    iris.mkdir(parents=True, exist_ok=True)
+    classifier = LogisticRegression(max_iter=1000).fit(features, labels)
+    onnx.save(to_onnx(classifier, features[:1]), iris / "model.onnx")
+
+    generator = np.random.default_rng(7)
+    weights = {
+        "W1": generator.standard_normal((MLP_INPUTS, 64)).astype(np.float32) * 0.1,
+        "B1": np.zeros(64, dtype=np.float32),
+        "W2": generator.standard_normal((64, 3)).astype(np.float32) * 0.1,
+        "B2": np.zeros(3, dtype=np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["X", "W1"], ["a"]),
+        helper.make_node("Add", ["a", "B1"], ["b"]),
+        helper.make_node("Relu", ["b"], ["c"]),
+        helper.make_node("MatMul", ["c", "W2"], ["d"]),
+        helper.make_node("Add", ["d", "B2"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", MLP_INPUTS])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    mlp = WORK / "models" / "mlp"
+    mlp.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, mlp / "model.onnx")
+    return {"iris": iris, "mlp": mlp}
+
+
+def rows_for(model: str, count: int) -> np.ndarray:
+    """Input rows for a model."""
+    width = 4 if model == "iris" else MLP_INPUTS
+    generator = np.random.default_rng(count)
+    return (generator.random((count, width)) * 5).astype(np.float32)
+
+
+def v2_body(model: str, count: int) -> bytes:
+    """A v2 JSON inference request."""
+    rows = rows_for(model, count)
+    tensor = {"name": "X", "datatype": "FP32", "shape": list(rows.shape)}
+    return json.dumps({"inputs": [tensor | {"data": rows.ravel().tolist()}]}).encode()
+
+
+class Process:
+    """A background server process that is stopped at the end."""
+
+    def __init__(
+        self,
+        command: list[str],
+        port: int,
+        ready_path: str,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command[:3]} exited: {self.process.stderr.read().decode()}")
+            try:
+                with urllib.request.urlopen(self.url + ready_path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{command[:3]} never became ready")
+
+    def peak_rss_megabytes(self) -> float:
+        """VmHWM of the process."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kilobytes = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return kilobytes / 1024
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def wrk(
+    url: str, body: bytes, connections: int, duration: float, warm_up: bool = True
+) -> dict[str, float]:
+    """Requests/s, p50 and p99 (seconds) from one wrk run (after a one-second warm-up)."""
+    escaped = body.decode().replace("\\", "\\\\").replace("'", "\\'")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{escaped}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    threads = 1 if connections == 1 else 2
+    base = ["wrk", f"-t{threads}", f"-c{connections}", "--latency", "-s", script.name, url]
+    if warm_up:
+        subprocess.run([*base[:3], "-d1s", *base[3:]], capture_output=True, check=True)
+    output = subprocess.run(
+        [*base[:3], f"-d{duration:g}s", *base[3:]], capture_output=True, text=True, check=True
+    ).stdout
+    os.unlink(script.name)
+    if "Non-2xx" in output or "Socket errors" in output:
+        raise RuntimeError(f"errors during the run against {url}:\n{output}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": _seconds(re.search(r"50%\s+([\d.]+\w+)", output).group(1)),
+        "p99": _seconds(re.search(r"99%\s+([\d.]+\w+)", output).group(1)),
+    }
+
+
+def _seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def raw_onnxruntime(path: Path, rows: np.ndarray, seconds: float) -> dict[str, float]:
+    """session.run in-process, one thread of onnxruntime, like the servers."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path / "model.onnx"), options)
+    feeds = {"X": rows}
+    for _ in range(200):
+        session.run(None, feeds)
+    timings = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        session.run(None, feeds)
+        timings.append(time.perf_counter() - started)
+    timings.sort()
+    return {
+        "rps": len(timings) / sum(timings),
+        "p50": statistics.median(timings),
+        "p99": timings[int(len(timings) * 0.99)],
+    }
+
+
+def start_runtime(models: dict[str, Path]) -> dict[str, Process]:
+    """Floor, one version server per model and one gateway per model."""
+    python = sys.executable
+    processes = {}
+    for name, stack in (("floor", "builtin"), ("floor-uvicorn", "uvicorn")):
+        port = free_port()
+        processes[name] = Process(
+            [python, str(ROOT / "bench" / "runtime_floor.py"), str(port), stack], port, "/"
+        )
+    for name, folder in models.items():
+        port = free_port()
+        processes[f"server-{name}"] = Process(
+            [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
+             "--model-name", name, "--model-version", "1", "--threads", "1",
+             "--port", str(port)],
+            port,
+            "/v2/health/ready",
+        )  # fmt: skip
+        routes_file = WORK / f"routes-{name}.json"
+        routes_file.write_text(
+            json.dumps(
+                {
+                    "generation": 1,
+                    "sticky": None,
+                    "routes": [
+                        {
+                            "version": "1",
+                            "upstream": processes[f"server-{name}"].url,
+                            "weight": 100,
+                            "role": "primary",
+                        }
+                    ],
+                }
+            )
+        )
+        port = free_port()
+        processes[f"gateway-{name}"] = Process(
+            [python, "-m", "modeldeck_runtime", "gateway", "--admin-token", ADMIN_TOKEN,
+             "--endpoint", name, "--routes-file", str(routes_file), "--port", str(port)],
+            port,
+            "/v2/health/ready",
+        )  # fmt: skip
+    return processes
+
+
+def mlflow_target(models: dict[str, Path], timeout: float) -> tuple[Process | None, str]:
+    """Install MLflow into its own venv and serve the iris model, or say why not."""
+    venv = WORK / "mlflow-venv"
+    python = venv / "bin" / "python"
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+        started = time.monotonic()
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "mlflow", "onnxruntime", "onnx"],
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+        )
+        print(f"  MLflow installed in {time.monotonic() - started:.0f} s")
+    except subprocess.TimeoutExpired:
+        return None, f"pip install mlflow took longer than {timeout:g} s"
+    except subprocess.CalledProcessError as error:
+        return None, f"pip install mlflow failed: {error.stderr.decode()[-300:]}"
+    exported = WORK / "mlflow-iris"
+    if not exported.exists():
+        script = (
+            "import sys, onnx, mlflow.onnx\n"
+            "mlflow.onnx.save_model(onnx.load(sys.argv[1]), sys.argv[2])\n"
+        )
+        subprocess.run(
+            [str(python), "-c", script, str(models["iris"] / "model.onnx"), str(exported)],
+            check=True,
+            capture_output=True,
+        )
+    port = free_port()
+    try:
+        process = Process(
+            [str(venv / "bin" / "mlflow"), "models", "serve", "-m", str(exported),
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            port,
+            "/ping",
+            # mlflow starts its scoring server by running `uvicorn` from PATH
+            {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"},
+        )  # fmt: skip
+    except RuntimeError as error:
+        return None, f"mlflow models serve did not start: {str(error)[-300:]}"
+    return process, ""
+
+
+def main() -> int:
+    """Run everything, print the table and write bench/RESULTS.md figures to stdout."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--mlflow-install-timeout", type=float, default=420.0)
+    arguments = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk")
+        return 1
+    WORK.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    models = build_models()
+    results: dict[tuple[str, str, int, int], dict[str, float]] = {}
+    for model, folder in models.items():
+        for count in ROW_COUNTS:
+            results[("onnxruntime", model, count, 1)] = raw_onnxruntime(
+                folder, rows_for(model, count), arguments.duration
+            )
+    processes = start_runtime(models)
+    try:
+        for model in models:
+            for count in ROW_COUNTS:
+                body = v2_body(model, count)
+                path = f"/v2/models/{model}/infer"
+                for connections in CONNECTIONS:
+                    targets = {
+                        "floor": processes["floor"].url + path,
+                        "floor-uvicorn": processes["floor-uvicorn"].url + path,
+                        "server": processes[f"server-{model}"].url + path,
+                        "gateway": processes[f"gateway-{model}"].url + path,
+                    }
+                    # Rounds interleave the targets and keep each one's best run, so a burst of
+                    # load from other processes on this small machine hurts one run, not a figure.
+                    for round_number in range(arguments.rounds):
+                        for target, url in targets.items():
+                            key = (target, model, count, connections)
+                            figures = wrk(
+                                url, body, connections, arguments.duration, round_number == 0
+                            )
+                            if key not in results or figures["rps"] > results[key]["rps"]:
+                                results[key] = figures
+                    for target in targets:
+                        key = (target, model, count, connections)
+                        _print_row(key, results[key])
+        rss = {name: process.peak_rss_megabytes() for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            process.stop()
+
+    mlflow_note = "skipped (--skip-mlflow)"
+    if not arguments.skip_mlflow:
+        print("MLflow: installing into var/bench-runtime/mlflow-venv ...")
+        process, mlflow_note = mlflow_target(models, arguments.mlflow_install_timeout)
+        if process is not None:
+            try:
+                for count in ROW_COUNTS:
+                    rows = rows_for("iris", count).tolist()
+                    body = json.dumps({"inputs": rows}).encode()
+                    for connections in CONNECTIONS:
+                        key = ("mlflow", "iris", count, connections)
+                        runs = [
+                            wrk(
+                                process.url + "/invocations",
+                                body,
+                                connections,
+                                arguments.duration,
+                                round_number == 0,
+                            )
+                            for round_number in range(arguments.rounds)
+                        ]
+                        results[key] = max(runs, key=lambda figures: figures["rps"])
+                        _print_row(key, results[key])
+                rss["mlflow"] = process.peak_rss_megabytes()
+                mlflow_note = ""
+            finally:
+                process.stop()
+    _report(results, rss, mlflow_note)
+    print(
+        f"load average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f} "
+        "(this benchmark alone keeps about 2 busy)"
+    )
+    return 0
+
+
+def _print_row(key: tuple[str, str, int, int], figures: dict[str, float]) -> None:
+    target, model, count, connections = key
+    print(
+        f"  {target:<11} {model:<5} rows={count:<3} connections={connections:<3} "
+        f"{figures['rps']:>9.0f} req/s  p50 {figures['p50'] * 1e3:7.3f} ms  "
+        f"p99 {figures['p99'] * 1e3:7.3f} ms"
+    )
+
+
+def _report(results, rss, mlflow_note: str) -> None:
+    print()
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"onnxruntime {onnxruntime.__version__}")  # fmt: skip
+    print()
+    print(
+        "| target | model | rows | conns | req/s | p50 ms | p99 ms | server/floor "
+        "| gateway/server | gateway adds p50 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (target, model, count, connections), figures in results.items():
+        floor = results.get(("floor", model, count, connections))
+        server = results.get(("server", model, count, connections))
+        share = f"{figures['rps'] / floor['rps']:.0%}" if target == "server" and floor else ""
+        through = ""
+        added = ""
+        if target == "gateway" and server:
+            through = f"{figures['rps'] / server['rps']:.0%}"
+            added = f"{(figures['p50'] - server['p50']) * 1e3:.3f}"
+        print(
+            f"| {target} | {model} | {count} | {connections} | {figures['rps']:.0f} | "
+            f"{figures['p50'] * 1e3:.3f} | {figures['p99'] * 1e3:.3f} | {share} | {through} "
+            f"| {added} |"
+        )
+    print()
+    print("peak RSS (MiB): " + ", ".join(f"{name} {value:.0f}" for name, value in rss.items()))
+    if mlflow_note:
+        print(f"MLflow: {mlflow_note}")
+    print()
+    print("goals:")
+    for model in ("iris", "mlp"):
+        for count in ROW_COUNTS:
+            server1 = results[("server", model, count, 1)]
+            gateway1 = results[("gateway", model, count, 1)]
+            print(
+                f"  {model} rows={count}: server p50 {server1['p50'] * 1e3:.3f} ms "
+                f"(goal <= {GOAL_P50_SECONDS * 1e3:.1f}); gateway adds "
+                f"{(gateway1['p50'] - server1['p50']) * 1e3:.3f} ms "
+                f"(goal <= {GOAL_GATEWAY_ADDED_SECONDS * 1e3:.1f})"
+            )
+            for connections in CONNECTIONS:
+                server = results[("server", model, count, connections)]
+                floor = results[("floor", model, count, connections)]
+                uvicorn_floor = results[("floor-uvicorn", model, count, connections)]
+                gateway = results[("gateway", model, count, connections)]
+                print(
+                    f"    connections={connections}: server/floor "
+                    f"{server['rps'] / floor['rps']:.0%} (goal >= {GOAL_FLOOR_SHARE:.0%}; "
+                    f"{server['rps'] / uvicorn_floor['rps']:.0%} of the uvicorn floor), "
+                    f"gateway/server {gateway['rps'] / server['rps']:.0%} "
+                    f"(goal >= {GOAL_GATEWAY_SHARE:.0%})"
+                )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Command lines: `modeldeck-serve` (version server) and `modeldeck-gateway`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from modeldeck_runtime.gateway import Gateway, GatewaySettings, load_initial_table
+from modeldeck_runtime.httpserver import HttpServer
+from modeldeck_runtime.server import ServerSettings, VersionServer
+
+# Longer than the gateway's pool keep-alive, so the server never closes a connection the gateway
+# is about to reuse.
+KEEP_ALIVE_SECONDS = 75
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(name, default)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default=_env("MODELDECK_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--port", type=_positive_int, default=int(_env("MODELDECK_PORT", default_port))
+    )
+    parser.add_argument("--endpoint", default=_env("MODELDECK_ENDPOINT", ""))
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=_positive_int,
+        default=int(_env("MODELDECK_DRAIN_SECONDS", 30)),
+        help="on SIGTERM, how long to wait for in-flight requests",
+    )
+    parser.add_argument("--log-level", default=_env("MODELDECK_LOG_LEVEL", "warning"))
+    parser.add_argument(
+        "--http",
+        choices=("builtin", "uvicorn"),
+        default=_env("MODELDECK_HTTP", "builtin"),
+        help="HTTP server: the runtime's own (one write per response) or uvicorn",
+    )
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """Arguments of modeldeck-serve; each has an environment variable default."""
+    parser = argparse.ArgumentParser(
+        prog="modeldeck-serve", description="Serve one model version (model.onnx) over HTTP."
+    )
+    parser.add_argument("--model-dir", default=_env("MODELDECK_MODEL_DIR"))
+    parser.add_argument("--model-name", default=_env("MODELDECK_MODEL_NAME", "model"))
+    parser.add_argument("--model-version", default=_env("MODELDECK_MODEL_VERSION", "1"))
+    parser.add_argument("--variant", default=_env("MODELDECK_VARIANT", "primary"))
+    parser.add_argument(
+        "--max-rows", type=_positive_int, default=int(_env("MODELDECK_MAX_ROWS", 10000))
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=int(_env("MODELDECK_THREADS", 0)),
+        help="onnxruntime intra-op threads (0: onnxruntime's default)",
+    )
+    _common(parser, 8080)
+    return parser
+
+
+def gateway_parser() -> argparse.ArgumentParser:
+    """Arguments of modeldeck-gateway; each has an environment variable default."""
+    parser = argparse.ArgumentParser(
+        prog="modeldeck-gateway", description="Route an endpoint's traffic to version servers."
+    )
+    parser.add_argument("--admin-token", default=_env("MODELDECK_GATEWAY_ADMIN_TOKEN"))
+    parser.add_argument("--routes-file", default=_env("MODELDECK_GATEWAY_ROUTES_FILE"))
+    parser.add_argument("--state-file", default=_env("MODELDECK_GATEWAY_STATE_FILE"))
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=float(_env("MODELDECK_GATEWAY_UPSTREAM_TIMEOUT", 30)),
+    )
+    parser.add_argument(
+        "--shadow-timeout", type=float, default=float(_env("MODELDECK_GATEWAY_SHADOW_TIMEOUT", 5))
+    )
+    _common(parser, 8000)
+    return parser
+
+
+def _loop() -> str:
+    return "asyncio" if sys.platform == "win32" else "uvloop"
+
+
+def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server:
+    logging.basicConfig(
+        level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if arguments.http == "builtin":
+        return HttpServer(
+            app,
+            host=arguments.host,
+            port=arguments.port,
+            max_body_bytes=arguments.max_body_bytes,
+            keep_alive_seconds=KEEP_ALIVE_SECONDS,
+            drain_seconds=arguments.drain_seconds,
+        )
+    config = uvicorn.Config(
+        app,
+        host=arguments.host,
+        port=arguments.port,
+        loop=_loop(),
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=arguments.log_level,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=arguments.drain_seconds,
+        server_header=False,
+        date_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of modeldeck-serve."""
+    parser = serve_parser()
+    arguments = parser.parse_args(argv)
+    if not arguments.model_dir:
+        parser.error("--model-dir (or MODELDECK_MODEL_DIR) is required")
+    model_dir = Path(arguments.model_dir)
+    if not (model_dir / "model.onnx").is_file():
+        parser.error(f"{model_dir / 'model.onnx'} does not exist")
+    settings = ServerSettings(
+        model_dir=model_dir,
+        model_name=arguments.model_name,
+        model_version=arguments.model_version,
+        endpoint=arguments.endpoint or arguments.model_name,
+        variant=arguments.variant,
+        max_rows=arguments.max_rows,
+        max_body_bytes=arguments.max_body_bytes,
+        threads=arguments.threads,
+    )
+    app = VersionServer(settings)
+    server = _run(app, arguments)
+
+    def stop(_: BaseException) -> None:
+        if isinstance(server, HttpServer):
+            server.request_exit()
+        else:
+            server.should_exit = True
+
+    app.on_load_failure = stop
+    status = server.run()
+    return 1 if app.load_error is not None else status or 0
+
+
+def gateway_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of modeldeck-gateway."""
+    parser = gateway_parser()
+    arguments = parser.parse_args(argv)
+    if not arguments.admin_token:
+        parser.error("--admin-token (or MODELDECK_GATEWAY_ADMIN_TOKEN) is required")
+    settings = GatewaySettings(
+        admin_token=arguments.admin_token,
+        endpoint=arguments.endpoint,
+        routes_file=Path(arguments.routes_file) if arguments.routes_file else None,
+        state_file=Path(arguments.state_file) if arguments.state_file else None,
+        upstream_timeout=arguments.upstream_timeout,
+        shadow_timeout=arguments.shadow_timeout,
+        max_body_bytes=arguments.max_body_bytes,
+    )
+    try:
+        table = load_initial_table(settings)
+    except ValueError as error:
+        parser.error(str(error))
+    server = _run(Gateway(settings, table), arguments)
+    return server.run() or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m modeldeck_runtime serve|gateway ...`."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    commands = {"serve": serve_main, "gateway": gateway_main}
+    if not arguments or arguments[0] not in commands:
+        print("usage: python -m modeldeck_runtime {serve,gateway} [options]", file=sys.stderr)
+        return 2
+    return commands[arguments[0]](arguments[1:])

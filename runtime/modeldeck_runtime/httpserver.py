@@ -1,0 +1,396 @@
+"""A small HTTP/1.1 server for the runtime's ASGI apps: httptools parsing, one write per response.
+
+uvicorn writes a response's head and body with two socket writes; on a loopback or virtualised
+network each write costs as much as a small inference, so this server buffers a response and
+writes it once (see bench/RESULTS.md). It implements what the runtime needs and no more: HTTP/1.1
+keep-alive and pipelining, chunked and Content-Length request bodies, `Expect: 100-continue`, a
+body cap, idle timeouts, the lifespan protocol and a graceful drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+logger = logging.getLogger("modeldeck.http")
+
+App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable], Awaitable[None]]
+
+REASONS = {
+    100: b"Continue",
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    409: b"Conflict",
+    413: b"Content Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+# Pipelined requests beyond this many pause reading until the queue drains.
+MAX_QUEUED_REQUESTS = 32
+INTERNAL_ERROR = b'{"error":"internal server error"}'
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    http_version: str
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    complete: bool = False
+    keep_alive: bool = True
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests, runs them one after another, writes answers."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.request: _Request | None = None
+        self.queue: deque[_Request] = deque()
+        self.running = False
+        self.closed = False
+        self.closing = False
+        self.reading = True
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.disconnected = asyncio.get_running_loop().create_future()
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection and arm its idle timer."""
+        self.transport = transport  # type: ignore[assignment]
+        self.client = transport.get_extra_info("peername")
+        self.local = transport.get_extra_info("sockname")
+        self.server.connections.add(self)
+        self._arm_idle_timer()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Forget the connection; a running request sees http.disconnect."""
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_idle_timer()
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser."""
+        self._cancel_idle_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, b'{"error":"protocol upgrades are not supported"}')
+        except httptools.HttpParserError:
+            self._reject(400, b'{"error":"malformed HTTP request"}')
+        if not self.running and not self.closed:
+            # a request still arriving gets the idle timeout between its packets
+            self._arm_idle_timer()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        """A new request starts."""
+        self.target = b""
+        self.headers = []
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request target."""
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header, names lower-cased as in ASGI."""
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        """The request head is complete."""
+        request = _Request(
+            method=self.parser.get_method().decode(),
+            target=self.target,
+            headers=self.headers,
+            http_version=self.parser.get_http_version(),
+            keep_alive=self.parser.should_keep_alive(),
+        )
+        self.request = request
+        for name, value in self.headers:
+            if name == b"expect" and value.lower() == b"100-continue" and self.transport:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        """Keep body data up to just past the cap; the app answers 413 when it sees more."""
+        request = self.request
+        if request is None or request.size > self.server.max_body_bytes:
+            return
+        request.chunks.append(body)
+        request.size += len(body)
+        if request.size > self.server.max_body_bytes:
+            # Answer now; the rest of this body is read and dropped.
+            self._enqueue(request)
+
+    def on_message_complete(self) -> None:
+        """The request is complete."""
+        request = self.request
+        if request is None:
+            return
+        request.complete = True
+        self.request = None
+        if request.size <= self.server.max_body_bytes:
+            self._enqueue(request)
+
+    # request handling
+
+    def _enqueue(self, request: _Request) -> None:
+        self.queue.append(request)
+        if len(self.queue) > MAX_QUEUED_REQUESTS and self.reading and self.transport:
+            self.transport.pause_reading()
+            self.reading = False
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().create_task(self._run_queue())
+
+    async def _run_queue(self) -> None:
+        try:
+            while self.queue and not self.closed:
+                request = self.queue.popleft()
+                if not self.reading and len(self.queue) <= MAX_QUEUED_REQUESTS // 2:
+                    self.reading = True
+                    if self.transport:
+                        self.transport.resume_reading()
+                keep_alive = await self._run(request)
+                if not keep_alive or (self.closing and not self.queue):
+                    self.close()
+                    return
+        finally:
+            self.running = False
+        if not self.closed:
+            if self.closing:
+                self.close()
+            else:
+                self._arm_idle_timer()
+
+    async def _run(self, request: _Request) -> bool:
+        path, _, query = request.target.partition(b"?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.http_version,
+            "server": self.local,
+            "client": self.client,
+            "scheme": "http",
+            "method": request.method,
+            "root_path": "",
+            "path": unquote(path.decode("latin-1")),
+            "raw_path": path,
+            "query_string": query,
+            "headers": request.headers,
+        }
+        body_sent = False
+        response: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                chunks = request.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                request.chunks = []
+                return {"type": "http.request", "body": body, "more_body": False}
+            await self.disconnected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                response.append(message)
+            elif message["type"] == "http.response.body":
+                response.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._write(request, response)
+
+        self.server.in_flight += 1
+        try:
+            await self.server.app(scope, receive, send)
+        except Exception:
+            logger.exception("unhandled error in %s %s", request.method, scope["path"])
+            if not response:
+                self._write(
+                    request,
+                    [{"status": 500, "headers": [(b"content-type", b"application/json")]},
+                     INTERNAL_ERROR],
+                )  # fmt: skip
+            return False
+        finally:
+            self.server.in_flight -= 1
+        if not response:
+            return False
+        # A request answered before its body arrived (413) is kept alive only if the rest of
+        # the body is still read and dropped by the parser, which it is.
+        return request.keep_alive and not self.server.exiting
+
+    def _write(self, request: _Request, response: list[Any]) -> None:
+        if self.transport is None or self.closed:
+            return
+        start = response[0]
+        status = start["status"]
+        body = b"".join(response[1:])
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        has_length = False
+        for name, value in start.get("headers", []):
+            if name.lower() == b"content-length":
+                has_length = True
+                if int(value) != len(body):
+                    value = str(len(body)).encode()
+            head += (name, b": ", value, b"\r\n")
+        if not has_length:
+            head.append(b"content-length: %d\r\n" % len(body))
+        if not request.keep_alive or self.server.exiting:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if request.method != "HEAD":
+            head.append(body)
+        self.transport.write(b"".join(head))
+
+    def _reject(self, status: int, body: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (status, REASONS[status], len(body), body)
+            )
+        self.close()
+
+    # lifecycle
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        self.idle_timer = asyncio.get_running_loop().call_later(
+            self.server.keep_alive_seconds, self.close
+        )
+
+    def _cancel_idle_timer(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def shutdown(self) -> None:
+        """Close now if idle, else after the requests already received."""
+        self.closing = True
+        if not self.running and self.request is None:
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._cancel_idle_timer()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class HttpServer:
+    """Serve one ASGI app on host:port until SIGTERM or SIGINT, then drain and stop."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        keep_alive_seconds: float = 75.0,
+        drain_seconds: float = 30.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.max_body_bytes = max_body_bytes
+        self.keep_alive_seconds = keep_alive_seconds
+        self.drain_seconds = drain_seconds
+        self.connections: set[_Connection] = set()
+        self.in_flight = 0
+        self.exiting = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.exit_requested: asyncio.Event | None = None
+        self.failed = False
+
+    def request_exit(self) -> None:
+        """Ask the server to drain and stop; safe to call from any thread."""
+        if self.loop is not None and self.exit_requested is not None:
+            self.loop.call_soon_threadsafe(self.exit_requested.set)
+
+    def run(self) -> int:
+        """Run until stopped; the exit status is 0 after a clean drain."""
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(self.serve())
+        return uvloop.run(self.serve())
+
+    async def serve(self) -> int:
+        """Start the app's lifespan, listen, wait for a stop signal, drain, stop the lifespan."""
+        self.loop = asyncio.get_running_loop()
+        self.exit_requested = asyncio.Event()
+        lifespan = _Lifespan(self.app)
+        if not await lifespan.startup():
+            return 1
+        listener = await self.loop.create_server(
+            lambda: _Connection(self), self.host, self.port, backlog=2048, reuse_address=True
+        )
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(number, self.exit_requested.set)
+        logger.info("listening on http://%s:%d", self.host, self.port)
+        await self.exit_requested.wait()
+        self.exiting = True
+        listener.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = self.loop.time() + self.drain_seconds
+        while (self.connections or self.in_flight) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.close()
+        await lifespan.shutdown()
+        return 1 if self.failed else 0
+
+
+class _Lifespan:
+    """Drives the ASGI lifespan protocol of an app."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> bool:
+        """Run the app's startup; False if it failed."""
+        self.task = asyncio.get_running_loop().create_task(
+            self.app({"type": "lifespan"}, self.inbox.get, self.outbox.put)
+        )
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            logger.error("startup failed: %s", message.get("message", ""))
+            return False
+        return True
+
+    async def shutdown(self) -> None:
+        """Run the app's shutdown."""
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
