@@ -1,0 +1,154 @@
+"""Admin for the registry: read-only views with filters; changes go through the services."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from accounts.actor import Actor, client_ip
+from accounts.models import Role, Team
+from common.errors import ApplicationError
+from registry import services
+from registry.models import Alias, AliasEvent, Artifact, ModelVersion, RegisteredModel
+
+
+def admin_actor(request) -> Actor:
+    """Staff act with their team roles; superusers act as admins of every team."""
+    actor = Actor.from_request(request)
+    if not request.user.is_superuser:
+        return actor
+    roles = dict.fromkeys(Team.objects.values_list("pk", flat=True), Role.ADMIN)
+    label = f"{request.user.get_username()} (admin site)"
+    return Actor(user=request.user, label=label, ip=client_ip(request), roles=roles)
+
+
+def _run(model_admin, request, queryset, verb: str, call) -> None:
+    done, refused = 0, []
+    for item in queryset:
+        try:
+            call(item)
+            done += 1
+        except (ApplicationError, PermissionDenied, Http404) as error:
+            refused.append(f"{item}: {getattr(error, 'message', None) or error or 'not allowed'}")
+    if done:
+        model_admin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
+    for line in refused[:20]:
+        model_admin.message_user(request, line, messages.ERROR)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows change only through services (one transaction, one audit event each)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class VersionInline(admin.TabularInline):
+    model = ModelVersion
+    fields = ["number", "status", "approval", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "team", "last_version_number", "archived_at", "updated_at"]
+    list_filter = ["team", ("archived_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "description"]
+    inlines = [VersionInline]
+    actions = ["archive"]
+
+    @admin.action(description="Archive selected models")
+    def archive(self, request, queryset):
+        actor = admin_actor(request)
+        _run(
+            self,
+            request,
+            queryset,
+            "Archived",
+            lambda model: services.model_archive(actor=actor, model=model),
+        )
+
+
+class ArtifactInline(admin.TabularInline):
+    model = Artifact
+    fields = ["kind", "original_name", "size", "sha256", "storage_key"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "status", "approval", "created_by", "created_at"]
+    list_filter = ["status", "approval", "model__team"]
+    search_fields = ["model__name"]
+    list_select_related = ["model", "created_by"]
+    inlines = [ArtifactInline]
+    actions = ["approve", "reject", "archive"]
+
+    def _decide(self, request, queryset, decision: str, verb: str):
+        actor = admin_actor(request)
+        _run(
+            self,
+            request,
+            queryset.select_related("model"),
+            verb,
+            lambda version: services.version_approve(
+                actor=actor, version=version, decision=decision, comment="From the admin site."
+            ),
+        )
+
+    @admin.action(description="Approve selected versions")
+    def approve(self, request, queryset):
+        self._decide(request, queryset, "approved", "Approved")
+
+    @admin.action(description="Reject selected versions")
+    def reject(self, request, queryset):
+        self._decide(request, queryset, "rejected", "Rejected")
+
+    @admin.action(description="Archive selected versions")
+    def archive(self, request, queryset):
+        actor = admin_actor(request)
+        _run(
+            self,
+            request,
+            queryset.select_related("model"),
+            "Archived",
+            lambda version: services.version_archive(actor=actor, version=version),
+        )
+
+
+@admin.register(Alias)
+class AliasAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "version", "is_protected", "updated_at"]
+    list_filter = ["is_protected", "model__team"]
+    search_fields = ["model__name", "name"]
+
+
+@admin.register(AliasEvent)
+class AliasEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "model",
+        "alias_name",
+        "from_version",
+        "to_version",
+        "actor_label",
+        "reason",
+    ]
+    list_filter = ["model__team"]
+    search_fields = ["model__name", "alias_name", "actor_label"]

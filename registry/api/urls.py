@@ -1,0 +1,13 @@
+from rest_framework.routers import SimpleRouter
+
+from registry.api import views
+
+# Model names may contain dots, so nested routes take any segment and the lookup decides.
+MODEL = r"models/(?P<model_name>[^/]+)"
+
+router = SimpleRouter()
+router.register("models", views.RegisteredModelViewSet, basename="model")
+router.register(f"{MODEL}/versions", views.ModelVersionViewSet, basename="model-version")
+router.register(f"{MODEL}/aliases", views.AliasViewSet, basename="model-alias")
+
+urlpatterns = [*router.urls]
