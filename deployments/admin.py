@@ -1,0 +1,74 @@
+"""Admin for ops: targets, and read-only views of endpoints, releases, progress and processes.
+
+Endpoint changes go through the pages and the API (services with audit); the admin inspects.
+"""
+
+from django.contrib import admin
+
+from deployments.models import (
+    Build,
+    DeploymentEvent,
+    Endpoint,
+    LocalProcess,
+    ReconcileLease,
+    Release,
+    Target,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Inspect only: rows here are written by services and the reconciler."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Target)
+class TargetAdmin(ReadOnlyAdmin):
+    list_display = ["name", "team", "kind", "environment", "created_at"]
+    list_filter = ["kind", "environment", "team"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(ReadOnlyAdmin):
+    list_display = ["name", "team", "target", "status", "generation", "url", "last_reconciled_at"]
+    list_filter = ["status", "team", "target"]
+    search_fields = ["name"]
+
+
+@admin.register(Release)
+class ReleaseAdmin(ReadOnlyAdmin):
+    list_display = ["endpoint", "number", "reason", "actor_label", "created_at", "live_at"]
+    list_filter = ["reason"]
+    search_fields = ["endpoint__name", "actor_label"]
+
+
+@admin.register(DeploymentEvent)
+class DeploymentEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "endpoint", "build", "level", "message"]
+    list_filter = ["level"]
+    search_fields = ["endpoint__name", "message"]
+
+
+@admin.register(Build)
+class BuildAdmin(ReadOnlyAdmin):
+    list_display = ["id", "version", "target", "status", "progress", "created_at"]
+    list_filter = ["status"]
+
+
+@admin.register(LocalProcess)
+class LocalProcessAdmin(ReadOnlyAdmin):
+    list_display = ["endpoint_id", "key", "role", "version", "host", "port", "pid", "restarts"]
+    list_filter = ["role", "host"]
+
+
+@admin.register(ReconcileLease)
+class ReconcileLeaseAdmin(ReadOnlyAdmin):
+    list_display = ["endpoint", "holder", "expires_at"]

@@ -1,0 +1,104 @@
+"""Forms of the deployment pages; the services check the rules, forms only shape the input."""
+
+import json
+
+from django import forms
+
+from deployments.models import Environment, TargetKind, VariantRole
+
+REFERENCE_HELP = 'A version as "model:N" or "model@alias".'
+
+
+class EndpointCreateForm(forms.Form):
+    """A new endpoint serving one version at 100 %."""
+
+    name = forms.CharField(max_length=40, help_text="Lowercase letters, digits and hyphens.")
+    target = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+    version = forms.CharField(max_length=200, help_text=REFERENCE_HELP)
+
+    def __init__(self, *args, targets, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target"].queryset = targets
+
+
+class DeployForm(forms.Form):
+    """Deploy a version to an existing endpoint, at a share of traffic."""
+
+    version = forms.CharField(max_length=200, help_text=REFERENCE_HELP)
+    weight = forms.IntegerField(min_value=0, max_value=100, initial=100)
+
+
+class TrafficForm(forms.Form):
+    """New weights for the versions of the current release (one row per version)."""
+
+    def __init__(self, *args, variants: list[dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.variants = variants
+        for index, variant in enumerate(variants):
+            self.fields[f"version_{index}"] = forms.CharField(
+                initial=variant["version"], widget=forms.HiddenInput
+            )
+            shadow = variant["role"] == VariantRole.SHADOW
+            attributes = {"class": "traffic-weight", "data-role": variant["role"]}
+            self.fields[f"weight_{index}"] = forms.IntegerField(
+                min_value=0, max_value=100, label=variant["version"],
+                initial=variant.get("mirror_percent", 0) if shadow else variant["weight"],
+                widget=forms.NumberInput(attrs=attributes),
+            )  # fmt: skip
+            self.fields[f"role_{index}"] = forms.ChoiceField(
+                choices=VariantRole.choices, initial=variant["role"]
+            )
+
+    def rows(self):
+        """(version field, weight field, role field) per version, for the template."""
+        return [
+            (self[f"version_{i}"], self[f"weight_{i}"], self[f"role_{i}"])
+            for i in range(len(self.variants))
+        ]
+
+    def variants_input(self) -> list[dict]:
+        """The cleaned rows as the service takes them."""
+        return [
+            {
+                "version": self.cleaned_data[f"version_{i}"],
+                "weight": self.cleaned_data[f"weight_{i}"],
+                "role": self.cleaned_data[f"role_{i}"],
+            }
+            for i in range(len(self.variants))
+        ]
+
+
+class RollbackForm(forms.Form):
+    """Roll back to one earlier release."""
+
+    release = forms.IntegerField(min_value=1)
+
+
+class TargetCreateForm(forms.Form):
+    """A new target (team admins)."""
+
+    team = forms.ModelChoiceField(queryset=None, to_field_name="name", empty_label=None)
+    name = forms.CharField(max_length=40)
+    kind = forms.ChoiceField(choices=TargetKind.choices)
+    environment = forms.ChoiceField(choices=Environment.choices)
+    config = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="JSON object of kind-specific settings (secrets only by env var or file name).",
+    )  # fmt: skip
+    description = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, teams, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams
+
+    def clean_config(self) -> dict:
+        text = self.cleaned_data["config"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError("Not valid JSON.") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Use a JSON object.")
+        return value

@@ -1,0 +1,130 @@
+"""Reads for deployments, always scoped to the caller's teams."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from accounts.actor import Actor
+from deployments.models import (
+    Build,
+    DeploymentEvent,
+    Endpoint,
+    EndpointStatus,
+    Release,
+    Target,
+    VariantRole,
+)
+
+# The statuses during which an endpoint's page keeps polling for progress.
+POLLING_STATUSES = {EndpointStatus.PENDING, EndpointStatus.PROGRESSING}
+EVENT_PAGE_SIZE = 500
+
+
+def target_list_for_actor(*, actor: Actor) -> QuerySet[Target]:
+    """Targets of the actor's teams."""
+    return Target.objects.filter(team_id__in=actor.team_ids).select_related("team")
+
+
+def target_get_for_actor(*, actor: Actor, name: str) -> Target:
+    """One target of the actor's teams; 404 otherwise."""
+    return get_object_or_404(target_list_for_actor(actor=actor), name=name)
+
+
+def endpoint_list_for_actor(*, actor: Actor) -> QuerySet[Endpoint]:
+    """Endpoints of the actor's teams, with what the list pages show."""
+    return Endpoint.objects.filter(team_id__in=actor.team_ids).select_related(
+        "team", "target", "desired_release", "live_release"
+    )
+
+
+def endpoint_get_for_actor(*, actor: Actor, name: str) -> Endpoint:
+    """One endpoint of the actor's teams; 404 otherwise."""
+    return get_object_or_404(endpoint_list_for_actor(actor=actor), name=name)
+
+
+def release_list_for_endpoint(*, endpoint: Endpoint) -> QuerySet[Release]:
+    """An endpoint's releases, newest first."""
+    return endpoint.releases.select_related("restores").order_by("-number")
+
+
+def event_list_for_endpoint(*, endpoint: Endpoint, since: int = 0) -> QuerySet[DeploymentEvent]:
+    """Progress lines after event id `since`, oldest first, at most one page."""
+    events = endpoint.events.filter(id__gt=since).select_related("release").order_by("id")
+    return events[:EVENT_PAGE_SIZE]
+
+
+def event_tail_for_endpoint(*, endpoint: Endpoint, count: int = 50) -> list[DeploymentEvent]:
+    """The last `count` progress lines, oldest first."""
+    events = endpoint.events.select_related("release").order_by("-id")[:count]
+    return list(reversed(events))
+
+
+def build_list_for_actor(*, actor: Actor) -> QuerySet[Build]:
+    """Builds on the actor's teams' targets."""
+    return Build.objects.filter(target__team_id__in=actor.team_ids).select_related(
+        "target", "version__model"
+    )
+
+
+def build_get_for_actor(*, actor: Actor, build_id: int) -> Build:
+    """One build of the actor's teams; 404 otherwise."""
+    return get_object_or_404(build_list_for_actor(actor=actor), pk=build_id)
+
+
+def release_traffic(release: Release | None) -> list[dict]:
+    """A release's split as [{version, weight, role, mirror_percent}]."""
+    if release is None:
+        return []
+    return [
+        {
+            "version": variant["version"],
+            "weight": variant["weight"],
+            "role": variant["role"],
+            "mirror_percent": variant.get("mirror_percent", 0),
+        }
+        for variant in release.variants
+    ]
+
+
+def _traffic_summary(release: Release | None) -> str:
+    parts = []
+    for variant in release_traffic(release):
+        if variant["role"] == VariantRole.SHADOW:
+            parts.append(f"{variant['version']} shadow {variant['mirror_percent']} %")
+        else:
+            parts.append(f"{variant['version']} {variant['weight']} %")
+    return ", ".join(parts)
+
+
+_HEALTH = {
+    EndpointStatus.LIVE: "ok",
+    EndpointStatus.PENDING: "warn",
+    EndpointStatus.PROGRESSING: "warn",
+    EndpointStatus.DEGRADED: "warn",
+    EndpointStatus.STOPPED: "warn",
+    EndpointStatus.FAILED: "bad",
+}
+
+
+def endpoint_cards_for_actor(*, actor: Actor) -> list[dict]:
+    """One health card per endpoint of the actor's teams, for the home dashboard."""
+    cards = []
+    for endpoint in endpoint_list_for_actor(actor=actor).order_by("name"):
+        if endpoint.status == EndpointStatus.STOPPED:
+            summary = "Stopped"
+        elif endpoint.status in (EndpointStatus.FAILED, EndpointStatus.DEGRADED):
+            summary = endpoint.status_reason[:160]
+        else:
+            summary = _traffic_summary(endpoint.live_release or endpoint.desired_release)
+        cards.append(
+            {
+                "name": endpoint.name,
+                "status": endpoint.status,
+                "health": _HEALTH.get(endpoint.status, "warn"),
+                "summary": summary or "No release yet",
+                "url": reverse("deployments:endpoint-detail", args=[endpoint.name]),
+            }
+        )
+    return cards

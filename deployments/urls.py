@@ -1,0 +1,19 @@
+from django.urls import path
+
+from deployments import views
+
+app_name = "deployments"
+
+urlpatterns = [
+    path("endpoints/", views.endpoint_list, name="endpoint-list"),
+    path("endpoints/new/", views.endpoint_create, name="endpoint-create"),
+    path("endpoints/<slug:name>/", views.endpoint_detail, name="endpoint-detail"),
+    path("endpoints/<slug:name>/deploy/", views.endpoint_deploy, name="endpoint-deploy"),
+    path("endpoints/<slug:name>/traffic/", views.endpoint_traffic, name="endpoint-traffic"),
+    path("endpoints/<slug:name>/promote/", views.endpoint_promote, name="endpoint-promote"),
+    path("endpoints/<slug:name>/rollback/", views.endpoint_rollback, name="endpoint-rollback"),
+    path("endpoints/<slug:name>/stop/", views.endpoint_stop, name="endpoint-stop"),
+    path("targets/", views.target_list, name="target-list"),
+    path("builds/<int:build_id>/", views.build_detail, name="build-detail"),
+    path("fleet/", views.fleet_list, name="fleet-list"),
+]

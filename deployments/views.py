@@ -1,0 +1,216 @@
+"""Deployment pages: endpoints (split, history, one-click rollback, live progress), targets,
+builds, and the deploy form the registry's version page links to."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.actor import Actor
+from accounts.models import Role, Team
+from common.errors import ApplicationError
+from common.htmx import render_page_or_partial
+from common.pagination import paginate
+from deployments import selectors, services
+from deployments.forms import (
+    DeployForm,
+    EndpointCreateForm,
+    RollbackForm,
+    TargetCreateForm,
+    TrafficForm,
+)
+from deployments.models import BUILD_TERMINAL
+
+
+def _form_errors(form) -> str:
+    return " ".join(f"{error}" for errors in form.errors.values() for error in errors)
+
+
+@login_required
+def endpoint_list(request):
+    """Endpoints of the user's teams: status, what serves, and the split."""
+    actor = Actor.from_request(request)
+    page = paginate(request, selectors.endpoint_list_for_actor(actor=actor))
+    rows = [
+        {
+            "endpoint": endpoint,
+            "serving": selectors.release_traffic(endpoint.live_release),
+            "desired": selectors.release_traffic(endpoint.desired_release),
+        }
+        for endpoint in page.object_list
+    ]
+    return render(request, "deployments/endpoint_list.html", {"page": page, "rows": rows})
+
+
+@login_required
+def endpoint_create(request):
+    """Deploy a version: to a new endpoint, or (links below the form) to an existing one."""
+    actor = Actor.from_request(request)
+    targets = selectors.target_list_for_actor(actor=actor)
+    initial = {"version": request.GET.get("version", "")[:200]}
+    form = EndpointCreateForm(request.POST or None, targets=targets, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            endpoint = services.endpoint_create(actor=actor, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Endpoint {endpoint.name} created; it is starting.")
+            return redirect("deployments:endpoint-detail", endpoint.name)
+    endpoints = selectors.endpoint_list_for_actor(actor=actor)
+    version = form["version"].value() or ""
+    context = {"form": form, "endpoints": endpoints, "version": version}
+    return render(request, "deployments/endpoint_create.html", context)
+
+
+@login_required
+def endpoint_detail(request, name: str):
+    """One endpoint; htmx polls its progress partial while it is pending or progressing."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    polling = endpoint.status in selectors.POLLING_STATUSES
+    if request.htmx and not polling:
+        # The change finished: reload the whole page once so the split and history are fresh.
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
+        return response
+    release = endpoint.desired_release
+    context = {
+        "endpoint": endpoint,
+        "polling": polling,
+        "traffic": selectors.release_traffic(release),
+        "serving": selectors.release_traffic(endpoint.live_release),
+        "traffic_form": TrafficForm(variants=release.variants if release else []),
+        "deploy_form": DeployForm(),
+        "releases": selectors.release_list_for_endpoint(endpoint=endpoint)[:50],
+        "events": selectors.event_tail_for_endpoint(endpoint=endpoint),
+        "has_candidate": any(
+            v["role"] == "candidate" for v in (release.variants if release else [])
+        ),
+        "is_stopped": release is not None and release.is_stop,
+    }
+    return render_page_or_partial(
+        request, "deployments/endpoint_detail.html", "deployments/_endpoint_progress.html", context
+    )
+
+
+def _endpoint_action(request, name: str, call) -> HttpResponse:
+    """Run one endpoint service from a POSTed form and go back to the endpoint page."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    try:
+        release = call(actor, endpoint)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        if release is not None:
+            messages.success(request, f"Release {release.number} written; applying it now.")
+    return redirect("deployments:endpoint-detail", endpoint.name)
+
+
+@login_required
+@require_POST
+def endpoint_deploy(request, name: str):
+    """Deploy a version to this endpoint at a share of traffic."""
+    form = DeployForm(request.POST)
+
+    def call(actor, endpoint):
+        if not form.is_valid():
+            raise ApplicationError(_form_errors(form))
+        return services.endpoint_deploy(actor=actor, endpoint=endpoint, **form.cleaned_data)
+
+    return _endpoint_action(request, name, call)
+
+
+@login_required
+@require_POST
+def endpoint_traffic(request, name: str):
+    """New weights for the current versions."""
+
+    def call(actor, endpoint):
+        variants = endpoint.desired_release.variants if endpoint.desired_release else []
+        form = TrafficForm(request.POST, variants=variants)
+        if not form.is_valid():
+            raise ApplicationError(_form_errors(form))
+        return services.endpoint_set_traffic(
+            actor=actor, endpoint=endpoint, variants=form.variants_input()
+        )
+
+    return _endpoint_action(request, name, call)
+
+
+@login_required
+@require_POST
+def endpoint_promote(request, name: str):
+    """The candidate takes 100 %."""
+    return _endpoint_action(
+        request,
+        name,
+        lambda actor, endpoint: services.endpoint_promote(actor=actor, endpoint=endpoint),
+    )
+
+
+@login_required
+@require_POST
+def endpoint_rollback(request, name: str):
+    """Roll back to the release named in the form."""
+    form = RollbackForm(request.POST)
+
+    def call(actor, endpoint):
+        if not form.is_valid():
+            raise ApplicationError(_form_errors(form))
+        return services.endpoint_rollback(
+            actor=actor, endpoint=endpoint, release_number=form.cleaned_data["release"]
+        )
+
+    return _endpoint_action(request, name, call)
+
+
+@login_required
+@require_POST
+def endpoint_stop(request, name: str):
+    """Stop serving."""
+    return _endpoint_action(
+        request,
+        name,
+        lambda actor, endpoint: services.endpoint_stop(actor=actor, endpoint=endpoint),
+    )
+
+
+@login_required
+def target_list(request):
+    """Targets of the user's teams, and a form for team admins to add one."""
+    actor = Actor.from_request(request)
+    admin_teams = Team.objects.filter(
+        pk__in=[team_id for team_id in actor.team_ids if actor.has_role(team_id, Role.ADMIN)]
+    )
+    form = TargetCreateForm(request.POST or None, teams=admin_teams)
+    if request.method == "POST" and form.is_valid():
+        try:
+            target = services.target_create(actor=actor, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Target {target.name} added.")
+            return redirect("deployments:target-list")
+    page = paginate(request, selectors.target_list_for_actor(actor=actor))
+    context = {"page": page, "form": form if admin_teams.exists() else None}
+    return render(request, "deployments/target_list.html", context)
+
+
+@login_required
+def build_detail(request, build_id: int):
+    """One image build: progress bar and log, polled by htmx while it runs."""
+    actor = Actor.from_request(request)
+    build = selectors.build_get_for_actor(actor=actor, build_id=build_id)
+    context = {"build": build, "polling": build.status not in BUILD_TERMINAL}
+    return render_page_or_partial(
+        request, "deployments/build_detail.html", "deployments/_build_progress.html", context
+    )
+
+
+@login_required
+def fleet_list(request):
+    """Edge fleets (edge targets) and their devices."""
+    return render(request, "deployments/fleet_list.html", {})

@@ -1,0 +1,193 @@
+"""End to end on the local target: real version servers and gateways, real requests."""
+
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from deployments import services, tasks
+from deployments.models import Endpoint, EndpointStatus, LocalProcess, Release
+from tests.deployments.conftest import running_markers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+_client = httpx.Client(timeout=10)
+
+
+def infer(endpoint: Endpoint, x: float = 10.0, **headers) -> tuple[str, float]:
+    """One v2 request through the gateway: (X-Model-Version, y)."""
+    response = _client.post(
+        f"{endpoint.url}/v2/models/{endpoint.name}/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [x]}]},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["X-Model-Version"], response.json()["outputs"][0]["data"][0]
+
+
+def converge(endpoint: Endpoint) -> Endpoint:
+    assert tasks.reconcile_endpoint(endpoint.pk) in {"converged", "stopped"}
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+def owned_processes(endpoint: Endpoint) -> set[str]:
+    """Keys of the endpoint's processes; every running process of ours must have a row."""
+    rows = LocalProcess.objects.filter(endpoint_id=endpoint.pk)
+    assert set(running_markers()) == set(LocalProcess.objects.values_list("marker", flat=True))
+    return set(rows.values_list("key", flat=True))
+
+
+def test_create_canary_promote_rollback_and_stop_through_the_gateway(
+    versions, dev_target, scientist, make_actor, runtime_processes
+):
+    actor = make_actor(scientist)
+    v1, v2 = versions[1], versions[2]
+    endpoint = services.endpoint_create(
+        actor=actor, name="journey", target=dev_target, version="adder:1"
+    )
+    endpoint = converge(endpoint)
+    assert endpoint.status == EndpointStatus.LIVE
+    assert endpoint.url.startswith("http://127.0.0.1:")
+    assert endpoint.live_release.number == 1
+    assert infer(endpoint) == ("adder:1", 11.0)
+    url = endpoint.url
+
+    services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:2", weight=10)
+    endpoint = converge(endpoint)
+    answers = Counter(infer(endpoint)[0] for _ in range(200))
+    assert set(answers) == {"adder:1", "adder:2"}
+    assert answers["adder:1"] > answers["adder:2"]
+    assert infer(endpoint, **{"X-Model-Version": "adder:2"}) == ("adder:2", 12.0)
+    assert owned_processes(endpoint) == {"gateway", f"v{v1.pk}", f"v{v2.pk}"}
+
+    services.endpoint_promote(actor=actor, endpoint=endpoint)
+    endpoint = converge(endpoint)
+    assert {infer(endpoint) for _ in range(20)} == {("adder:2", 12.0)}
+    assert owned_processes(endpoint) == {"gateway", f"v{v2.pk}"}
+
+    rollback = services.endpoint_rollback(actor=actor, endpoint=endpoint, release_number=1)
+    endpoint = converge(endpoint)
+    assert endpoint.live_release_id == rollback.pk
+    assert {infer(endpoint) for _ in range(20)} == {("adder:1", 11.0)}
+    assert endpoint.url == url  # the gateway keeps its address across releases
+    assert owned_processes(endpoint) == {"gateway", f"v{v1.pk}"}
+    live = Release.objects.filter(live_at__isnull=False).order_by("number")
+    assert list(live.values_list("number", flat=True)) == [1, 2, 3, 4]
+
+    services.endpoint_stop(actor=actor, endpoint=endpoint)
+    endpoint = converge(endpoint)
+    assert endpoint.status == EndpointStatus.STOPPED
+    assert endpoint.url == ""
+    assert owned_processes(endpoint) == set()
+    assert running_markers() == {}
+
+
+class Load:
+    """Client threads sending requests through the gateway as fast as they can."""
+
+    def __init__(self, endpoint: Endpoint, threads: int = 2):
+        self.url = f"{endpoint.url}/v2/models/{endpoint.name}/infer"
+        self.stopping = threading.Event()
+        self.failures: list[str] = []
+        self.versions: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
+        with httpx.Client(timeout=10) as client:
+            while not self.stopping.is_set():
+                try:
+                    response = client.post(self.url, json=body)
+                    outcome = response.headers.get("X-Model-Version", "")
+                    if response.status_code != 200:
+                        outcome = f"{response.status_code} {response.text[:200]}"
+                except httpx.HTTPError as error:
+                    response = None
+                    outcome = f"{type(error).__name__}: {error}"
+                with self.lock:
+                    if response is not None and response.status_code == 200:
+                        self.versions.append(outcome)
+                    else:
+                        self.failures.append(outcome)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.versions)
+
+
+def test_weight_shifts_and_rollback_under_load_lose_no_request(
+    versions, dev_target, scientist, make_actor, runtime_processes
+):
+    actor = make_actor(scientist)
+    endpoint = converge(
+        services.endpoint_create(actor=actor, name="steady", target=dev_target, version="adder:1")
+    )
+    with Load(endpoint) as load:
+        services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:2", weight=10)
+        converge(endpoint)
+        services.endpoint_set_traffic(
+            actor=actor, endpoint=endpoint, variants=[
+                {"version": "adder:1", "weight": 50, "role": "primary"},
+                {"version": "adder:2", "weight": 50, "role": "candidate"},
+            ],
+        )  # fmt: skip
+        converge(endpoint)
+        services.endpoint_promote(actor=actor, endpoint=endpoint)
+        converge(endpoint)
+        promoted_at = load.mark()
+        services.endpoint_rollback(actor=actor, endpoint=endpoint, release_number=1)
+        converge(endpoint)
+        rolled_back_at = load.mark()
+        # Keep the load on until the rollback has served for a while.
+        while load.mark() < rolled_back_at + 200 and not load.failures:
+            load.stopping.wait(0.05)
+    assert load.failures == []
+    assert "adder:2" in load.versions[:promoted_at]
+    assert set(load.versions[rolled_back_at + 50 :]) == {"adder:1"}
+    assert len(load.versions) > 300
+
+
+def test_a_version_that_cannot_load_degrades_the_endpoint_and_the_old_one_keeps_serving(
+    versions, adder_model, dev_target, scientist, make_actor, runtime_processes
+):
+    from django.core.files.base import ContentFile
+
+    from registry.storage import artifact_storage
+
+    broken = versions[3]
+    artifact = broken.model_artifact
+    artifact_storage().delete(artifact.storage_key)
+    artifact_storage().save(artifact.storage_key, ContentFile(b"this is not an onnx file"))
+    actor = make_actor(scientist)
+    endpoint = converge(
+        services.endpoint_create(actor=actor, name="sturdy", target=dev_target, version="adder:1")
+    )
+    services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:3")
+    assert tasks.reconcile_endpoint(endpoint.pk) == "failed"
+    endpoint.refresh_from_db()
+    assert endpoint.status == EndpointStatus.DEGRADED
+    assert endpoint.status_reason.startswith(
+        "Release 2 failed (release 1 still serves): The server of adder:3 exited while starting."
+    )
+    assert "INVALID_PROTOBUF" in endpoint.status_reason
+    assert endpoint.live_release.number == 1
+    assert {infer(endpoint) for _ in range(10)} == {("adder:1", 11.0)}
+    # Rolling back to what serves converges again and removes the broken server.
+    services.endpoint_rollback(actor=actor, endpoint=endpoint)
+    endpoint = converge(endpoint)
+    assert endpoint.status == EndpointStatus.LIVE
+    assert owned_processes(endpoint) == {"gateway", f"v{versions[1].pk}"}
