@@ -1,0 +1,282 @@
+"""A Kubernetes target's `config`: checked and normalised into KubernetesSettings.
+
+Connection secrets are never stored: `kubeconfig` names a file on the worker, `kubeconfig_env`
+names an environment variable holding that file's path, or `in_cluster` uses the worker pod's
+service account. Everything else shapes the manifests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployments.targets.base import DriverError
+
+TRAFFIC_GATEWAY = "gateway"
+TRAFFIC_GATEWAY_API = "gateway-api"
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+ENDPOINT_PLACEHOLDER = "{endpoint}"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+ENVIRONMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# repository@sha256:digest; the repository may carry a registry host with a port.
+IMAGE_BY_DIGEST = re.compile(
+    r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
+    r"@sha256:[0-9a-f]{64}$"
+)
+QUANTITY = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,3})?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+HOSTNAME_TEMPLATE = re.compile(r"^(\*\.)?[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9}])?$")
+PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.{}:\[\]-]+(/[A-Za-z0-9._~/{}-]*)?$")
+
+DEFAULT_RESOURCES = {
+    "server": {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    },
+    "gateway": {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    },
+}
+
+CONFIG_KEYS = (
+    "namespace", "kubeconfig", "kubeconfig_env", "context", "in_cluster", "traffic",
+    "gateway_api", "public_url", "resources", "gateway_image", "gateway_replicas",
+    "gateway_service_type", "image_pull_secrets", "threads", "switch_timeout_seconds",
+)  # fmt: skip
+
+
+class ConfigError(DriverError):
+    """A bad target setting; `key` names it."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ParentGateway:
+    """The Gateway API `Gateway` an HTTPRoute attaches to (traffic: gateway-api)."""
+
+    name: str
+    namespace: str = ""
+    section_name: str = ""
+
+    def reference(self) -> dict[str, str]:
+        """The HTTPRoute parentRef."""
+        reference = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": self.name}
+        if self.namespace:
+            reference["namespace"] = self.namespace
+        if self.section_name:
+            reference["sectionName"] = self.section_name
+        return reference
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """A Kubernetes target's settings, checked."""
+
+    namespace: str = "default"
+    kubeconfig: str = ""
+    kubeconfig_env: str = ""
+    context: str = ""
+    in_cluster: bool = False
+    # "gateway": a modeldeck-gateway Deployment reads its route table from a ConfigMap;
+    # "gateway-api": an HTTPRoute with weighted backendRefs, no gateway Deployment.
+    traffic: str = TRAFFIC_GATEWAY
+    parent: ParentGateway | None = None
+    # A hostname template ("{endpoint}.models.example.com") for the HTTPRoute.
+    hostname: str = ""
+    # The endpoint URL shown to users; "{endpoint}" is replaced by the endpoint name.
+    public_url: str = ""
+    resources: dict[str, dict[str, dict[str, str]]] = field(
+        default_factory=lambda: {kind: dict(value) for kind, value in DEFAULT_RESOURCES.items()}
+    )
+    gateway_image: str = ""
+    gateway_replicas: int = 1
+    gateway_service_type: str = "ClusterIP"
+    image_pull_secrets: tuple[str, ...] = ()
+    threads: int = 0
+    # How long set_routes waits for the gateway to serve the new table.
+    switch_timeout_seconds: float = 60.0
+
+    @property
+    def uses_gateway_api(self) -> bool:
+        """Traffic is split by a Gateway API implementation instead of modeldeck-gateway."""
+        return self.traffic == TRAFFIC_GATEWAY_API
+
+    def hostname_for(self, endpoint_name: str) -> str:
+        """The HTTPRoute hostname of an endpoint ("" when none is configured)."""
+        return self.hostname.replace(ENDPOINT_PLACEHOLDER, endpoint_name)
+
+
+def _text(config: dict[str, Any], key: str, *, limit: int = 253) -> str:
+    value = config.get(key, "")
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise ConfigError(f"{key} must be text of at most {limit} characters.", key)
+    return value
+
+
+def _resources(value: Any) -> dict[str, dict[str, dict[str, str]]]:
+    merged = {
+        kind: {part: dict(v) for part, v in d.items()} for kind, d in DEFAULT_RESOURCES.items()
+    }
+    if value is None:
+        return merged
+    if not isinstance(value, dict) or set(value) - set(merged):
+        raise ConfigError('resources takes "server" and "gateway" objects.', "resources")
+    for kind, parts in value.items():
+        if not isinstance(parts, dict) or set(parts) - {"requests", "limits"}:
+            raise ConfigError(
+                f'resources.{kind} takes "requests" and "limits" objects.', "resources"
+            )
+        for part, quantities in parts.items():
+            if not isinstance(quantities, dict):
+                raise ConfigError(f"resources.{kind}.{part} must be an object.", "resources")
+            for name, quantity in quantities.items():
+                if name not in RESOURCE_NAMES:
+                    raise ConfigError(
+                        f"resources.{kind}.{part} takes {', '.join(RESOURCE_NAMES)}.", "resources"
+                    )
+                if isinstance(quantity, bool) or not isinstance(quantity, (str, int)):
+                    raise ConfigError(f"resources.{kind}.{part}.{name} is a quantity.", "resources")
+                if not QUANTITY.match(str(quantity)):
+                    raise ConfigError(
+                        f"resources.{kind}.{part}.{name}: {str(quantity)[:20]!r} is not a "
+                        'quantity such as "500m" or "1Gi".',
+                        "resources",
+                    )
+                merged[kind][part][name] = str(quantity)
+    return merged
+
+
+def _parent(value: Any) -> tuple[ParentGateway, str]:
+    if not isinstance(value, dict) or set(value) - {"parent", "hostname"}:
+        raise ConfigError(
+            'gateway_api takes {"parent": {"name", "namespace", "section_name"}, "hostname"}.',
+            "gateway_api",
+        )
+    parent = value.get("parent")
+    if not isinstance(parent, dict) or set(parent) - {"name", "namespace", "section_name"}:
+        raise ConfigError(
+            'gateway_api.parent takes "name", "namespace", "section_name".', "gateway_api"
+        )
+    name = parent.get("name")
+    namespace = parent.get("namespace", "")
+    section = parent.get("section_name", "")
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.match(name):
+        raise ConfigError("gateway_api.parent.name must be a Gateway's name.", "gateway_api")
+    if namespace and (not isinstance(namespace, str) or not DNS_LABEL.match(namespace)):
+        raise ConfigError("gateway_api.parent.namespace must be a namespace name.", "gateway_api")
+    if section and (not isinstance(section, str) or not DNS_SUBDOMAIN.match(section)):
+        raise ConfigError("gateway_api.parent.section_name must be a listener name.", "gateway_api")
+    hostname = value.get("hostname", "")
+    if hostname:
+        sample = hostname.replace(ENDPOINT_PLACEHOLDER, "x") if isinstance(hostname, str) else ""
+        if (
+            not isinstance(hostname, str)
+            or len(hostname) > 200
+            or not HOSTNAME_TEMPLATE.match(hostname)
+            or not DNS_SUBDOMAIN.match(sample.removeprefix("*."))
+        ):
+            raise ConfigError(
+                'gateway_api.hostname must be a hostname such as "{endpoint}.models.example.com".',
+                "gateway_api",
+            )
+    return ParentGateway(name=name, namespace=namespace or "", section_name=section or ""), hostname
+
+
+def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
+    """Check a target's config; ConfigError (a DriverError with `key`) on the first bad value."""
+    config = config or {}
+    if not isinstance(config, dict):
+        raise ConfigError("config must be an object.", "config")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"Unknown kubernetes target settings: {', '.join(unknown)}.", unknown[0])
+    namespace = _text(config, "namespace", limit=63) or "default"
+    if not DNS_LABEL.match(namespace):
+        raise ConfigError("namespace must be a Kubernetes namespace name.", "namespace")
+    kubeconfig = _text(config, "kubeconfig", limit=4096)
+    if kubeconfig and not kubeconfig.startswith("/"):
+        raise ConfigError(
+            "kubeconfig must be an absolute path to a file on the workers.", "kubeconfig"
+        )
+    kubeconfig_env = _text(config, "kubeconfig_env", limit=128)
+    if kubeconfig_env and not ENVIRONMENT_NAME.match(kubeconfig_env):
+        raise ConfigError("kubeconfig_env must name an environment variable.", "kubeconfig_env")
+    if kubeconfig and kubeconfig_env:
+        raise ConfigError("Give kubeconfig or kubeconfig_env, not both.", "kubeconfig_env")
+    context = _text(config, "context")
+    if context and not context.isprintable():
+        raise ConfigError("context must be printable text.", "context")
+    in_cluster = config.get("in_cluster", False)
+    if not isinstance(in_cluster, bool):
+        raise ConfigError("in_cluster must be true or false.", "in_cluster")
+    if in_cluster and (kubeconfig or kubeconfig_env or context):
+        raise ConfigError("in_cluster takes no kubeconfig or context.", "in_cluster")
+    traffic = config.get("traffic", TRAFFIC_GATEWAY)
+    if traffic not in (TRAFFIC_GATEWAY, TRAFFIC_GATEWAY_API):
+        raise ConfigError('traffic must be "gateway" or "gateway-api".', "traffic")
+    parent, hostname = None, ""
+    if traffic == TRAFFIC_GATEWAY_API:
+        parent, hostname = _parent(config.get("gateway_api"))
+    elif "gateway_api" in config:
+        raise ConfigError('gateway_api needs traffic: "gateway-api".', "gateway_api")
+    public_url = _text(config, "public_url", limit=500)
+    if public_url and not PUBLIC_URL.match(public_url):
+        raise ConfigError("public_url must be an http(s) URL.", "public_url")
+    gateway_image = _text(config, "gateway_image", limit=500)
+    if gateway_image and not IMAGE_BY_DIGEST.match(gateway_image):
+        raise ConfigError(
+            "gateway_image must name an image by digest (repo@sha256:…).", "gateway_image"
+        )
+    replicas = config.get("gateway_replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 20:
+        raise ConfigError(
+            "gateway_replicas must be a whole number from 1 to 20.", "gateway_replicas"
+        )
+    service_type = config.get("gateway_service_type", "ClusterIP")
+    if service_type not in SERVICE_TYPES:
+        raise ConfigError(
+            f"gateway_service_type must be one of {', '.join(SERVICE_TYPES)}.",
+            "gateway_service_type",
+        )
+    secrets = config.get("image_pull_secrets", [])
+    if not isinstance(secrets, list) or not all(
+        isinstance(name, str) and len(name) <= 253 and DNS_SUBDOMAIN.match(name) for name in secrets
+    ):
+        raise ConfigError(
+            "image_pull_secrets must be a list of Secret names.", "image_pull_secrets"
+        )
+    threads = config.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 64:
+        raise ConfigError("threads must be a whole number from 0 to 64.", "threads")
+    timeout = config.get("switch_timeout_seconds", 60)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 600
+    ):
+        raise ConfigError("switch_timeout_seconds must be from 1 to 600.", "switch_timeout_seconds")
+    return KubernetesSettings(
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        kubeconfig_env=kubeconfig_env,
+        context=context,
+        in_cluster=in_cluster,
+        traffic=traffic,
+        parent=parent,
+        hostname=hostname,
+        public_url=public_url,
+        resources=_resources(config.get("resources")),
+        gateway_image=gateway_image,
+        gateway_replicas=replicas,
+        gateway_service_type=service_type,
+        image_pull_secrets=tuple(secrets),
+        threads=threads,
+        switch_timeout_seconds=float(timeout),
+    )
