@@ -1,0 +1,86 @@
+"""Admin for alert rules and alerts, drift reports, scrape states and webhooks.
+
+Allowing a webhook's host to resolve to internal addresses is an admin action (staff only).
+"""
+
+from django.contrib import admin, messages
+
+from accounts.actor import Actor
+from monitoring import services
+from monitoring.models import Alert, AlertRule, DriftReport, ScrapeState, Webhook, WebhookDelivery
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "endpoint", "metric", "comparator", "threshold", "is_enabled"]
+    list_filter = ["metric", "is_enabled"]
+    search_fields = ["name", "endpoint__name"]
+    readonly_fields = ["breaching_since", "clear_since", "last_value", "last_evaluated_at"]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["message", "endpoint", "status", "opened_at", "resolved_at"]
+    list_filter = ["status"]
+    search_fields = ["message", "endpoint__name"]
+    readonly_fields = [field.name for field in Alert._meta.fields]
+
+
+@admin.register(DriftReport)
+class DriftReportAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "version", "created_at", "verdict", "drifting_share", "rows"]
+    list_filter = ["verdict"]
+    search_fields = ["endpoint__name"]
+    readonly_fields = [field.name for field in DriftReport._meta.fields]
+
+
+@admin.register(ScrapeState)
+class ScrapeStateAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "component", "url", "scraped_at", "failures", "duration_seconds"]
+    list_filter = ["component"]
+    search_fields = ["endpoint__name", "url"]
+    exclude = ["values"]
+    readonly_fields = [
+        "endpoint",
+        "target",
+        "component",
+        "version",
+        "url",
+        "process_start",
+        "fetched_at",
+        "scraped_at",
+        "duration_seconds",
+        "failures",
+        "last_error",
+    ]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "url", "is_active", "allowed_host"]
+    list_filter = ["team", "is_active"]
+    search_fields = ["name", "url"]
+    fields = ["team", "name", "url", "events", "is_active", "allowed_host", "allowed_by"]
+    readonly_fields = ["allowed_host", "allowed_by"]
+    actions = ["allow_host", "disallow_host"]
+
+    @admin.action(description="Allow the host of the selected webhooks to be internal")
+    def allow_host(self, request, queryset):
+        actor = Actor.from_request(request)
+        for webhook in queryset:
+            services.webhook_allow_host(actor=actor, webhook=webhook, allow=True)
+        messages.success(request, f"Allowed {queryset.count()} host(s).")
+
+    @admin.action(description="Remove the internal-host override")
+    def disallow_host(self, request, queryset):
+        actor = Actor.from_request(request)
+        for webhook in queryset:
+            services.webhook_allow_host(actor=actor, webhook=webhook, allow=False)
+        messages.success(request, f"Removed {queryset.count()} override(s).")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["event", "webhook", "status", "attempts", "created_at", "response_status"]
+    list_filter = ["status", "event"]
+    readonly_fields = [field.name for field in WebhookDelivery._meta.fields]

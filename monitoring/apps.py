@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class MonitoringConfig(AppConfig):
+    """Metric rollups, charts, drift, experiments, guardrails and alerts."""
+
+    name = "monitoring"

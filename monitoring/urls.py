@@ -1,0 +1,51 @@
+"""Monitoring pages (namespace `monitoring`), plus the un-namespaced home, experiments and the
+dashboard's own Prometheus /metrics."""
+
+from django.urls import include, path
+
+from monitoring import views
+
+monitoring_patterns = [
+    path(
+        "endpoints/<str:name>/monitoring/",
+        views.endpoint_monitoring,
+        name="endpoint-monitoring",
+    ),
+    path("endpoints/<str:name>/drift/", views.endpoint_drift, name="endpoint-drift"),
+    path("endpoints/<str:name>/alerts/", views.endpoint_alerts, name="endpoint-alerts"),
+    path(
+        "endpoints/<str:name>/alerts/rules/",
+        views.alert_rule_create,
+        name="alert-rule-create",
+    ),
+    path(
+        "endpoints/<str:name>/alerts/rules/<int:pk>/delete/",
+        views.alert_rule_delete,
+        name="alert-rule-delete",
+    ),
+    path(
+        "endpoints/<str:name>/alerts/rules/<int:pk>/toggle/",
+        views.alert_rule_toggle,
+        name="alert-rule-toggle",
+    ),
+    path("alerts/", views.alert_list, name="alert-list"),
+    path("webhooks/", views.webhook_list, name="webhook-list"),
+    path("webhooks/new/", views.webhook_create, name="webhook-create"),
+    path("webhooks/<int:pk>/", views.webhook_detail, name="webhook-detail"),
+]
+for action in ("delete", "rotate", "ping", "allow-host", "disallow-host"):
+    monitoring_patterns.append(
+        path(
+            f"webhooks/<int:pk>/{action}/",
+            views.webhook_action,
+            {"action": action},
+            name=f"webhook-{action}",
+        )
+    )
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("experiments/", views.experiment_list, name="experiment-list"),
+    path("metrics", views.prometheus_metrics, name="prometheus-metrics"),
+    path("", include((monitoring_patterns, "monitoring"))),
+]

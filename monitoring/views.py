@@ -1,0 +1,243 @@
+"""Monitoring pages: the home dashboard, endpoint metrics and drift, alerts, webhooks, /metrics."""
+
+import hmac
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from accounts.actor import Actor
+from accounts.models import Role
+from accounts.permissions import require_role
+from accounts.selectors import team_list_for_actor
+from common.errors import ApplicationError
+from common.htmx import render_page_or_partial
+from common.pagination import paginate
+from monitoring import charts, metrics, selectors, services
+from monitoring.conf import setting
+from monitoring.forms import AlertRuleForm, WebhookForm
+
+
+@login_required
+def home(request):
+    """The dashboard: a health card per endpoint, recent models, and first steps when empty."""
+    actor = Actor.from_request(request)
+    return render(request, "home.html", selectors.dashboard_for_actor(actor=actor))
+
+
+@login_required
+def experiment_list(request):
+    """A/B experiments of the user's teams."""
+    return render(request, "monitoring/experiment_list.html", {})
+
+
+@login_required
+def endpoint_monitoring(request, name: str):
+    """Live charts of one endpoint and a side-by-side table of its versions; the htmx partial
+    (polled while the endpoint serves) carries fresh figure data and the table."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    range_name = request.GET.get("range", "")
+    if range_name not in selectors.RANGES:
+        range_name = selectors.DEFAULT_RANGE
+    series = selectors.metric_series(endpoint=endpoint, range_name=range_name)
+    figures = [
+        {"name": key, "id": f"figure-{key}", "figure": figure}
+        for key, figure in charts.monitoring_figures(series).items()
+    ]
+    context = {
+        "endpoint": endpoint,
+        "series": series,
+        "figures": figures,
+        "ranges": list(selectors.RANGES),
+        "range": range_name,
+        "polling": endpoint.status in selectors.POLLED_STATUSES,
+        "poll_seconds": max(1, round(setting("METRICS_SCRAPE_INTERVAL_SECONDS"))),
+    }
+    return render_page_or_partial(
+        request,
+        "monitoring/endpoint_monitoring.html",
+        "monitoring/_endpoint_monitoring.html",
+        context,
+    )
+
+
+@login_required
+def endpoint_drift(request, name: str):
+    """The latest drift report of each serving version, its heatmap and feature overlays."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    context = {"endpoint": endpoint, **selectors.drift_page(endpoint=endpoint)}
+    return render(request, "monitoring/endpoint_drift.html", context)
+
+
+@login_required
+def endpoint_alerts(request, name: str):
+    """An endpoint's alert rules and recent alerts; deployers and admins get the rule form."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    context = {
+        "endpoint": endpoint,
+        "rules": selectors.alert_rules_for_endpoint(endpoint=endpoint),
+        "alerts": selectors.alerts_for_endpoint(endpoint=endpoint),
+        "can_edit": actor.has_role(endpoint.team_id, Role.DEPLOYER),
+        "form": AlertRuleForm(),
+    }
+    return render(request, "monitoring/endpoint_alerts.html", context)
+
+
+@login_required
+@require_POST
+def alert_rule_create(request, name: str):
+    """Add a rule from the endpoint's alerts page."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    require_role(actor, endpoint.team_id, Role.DEPLOYER)  # 403 before judging the input
+    form = AlertRuleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.alert_rule_create(actor=actor, endpoint=endpoint, **form.cleaned_data)
+            messages.success(request, f"Rule {form.cleaned_data['name']} added.")
+        except ApplicationError as error:
+            messages.error(request, error.message)
+    else:
+        errors = "; ".join(f"{field}: {' '.join(text)}" for field, text in form.errors.items())
+        messages.error(request, f"The rule was not added: {errors}")
+    return redirect("monitoring:endpoint-alerts", name=endpoint.name)
+
+
+@login_required
+@require_POST
+def alert_rule_delete(request, name: str, pk: int):
+    """Remove a rule."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    rule = get_object_or_404(selectors.alert_rules_for_endpoint(endpoint=endpoint), pk=pk)
+    services.alert_rule_delete(actor=actor, rule=rule)
+    messages.success(request, f"Rule {rule.name} removed.")
+    return redirect("monitoring:endpoint-alerts", name=endpoint.name)
+
+
+@login_required
+@require_POST
+def alert_rule_toggle(request, name: str, pk: int):
+    """Pause or resume a rule."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    rule = get_object_or_404(selectors.alert_rules_for_endpoint(endpoint=endpoint), pk=pk)
+    services.alert_rule_set_enabled(actor=actor, rule=rule, enabled=not rule.is_enabled)
+    return redirect("monitoring:endpoint-alerts", name=endpoint.name)
+
+
+@login_required
+def alert_list(request):
+    """Alerts across the user's teams, open ones first."""
+    actor = Actor.from_request(request)
+    status = request.GET.get("status", "")
+    page = paginate(request, selectors.alerts_for_actor(actor=actor, status=status), per_page=50)
+    return render(request, "monitoring/alert_list.html", {"page": page, "status": status})
+
+
+def _webhook_teams(actor: Actor):
+    return team_list_for_actor(actor=actor).filter(
+        pk__in=[team_id for team_id in actor.team_ids if actor.has_role(team_id, Role.DEPLOYER)]
+    )
+
+
+@login_required
+def webhook_list(request):
+    """Webhooks of the user's teams; deployers and admins get the form to add one."""
+    actor = Actor.from_request(request)
+    teams = _webhook_teams(actor)
+    context = {
+        "webhooks": selectors.webhooks_for_actor(actor=actor),
+        "form": WebhookForm(teams=teams) if teams.exists() else None,
+    }
+    return render(request, "monitoring/webhook_list.html", context)
+
+
+@login_required
+@require_POST
+def webhook_create(request):
+    """Add a webhook to one of the user's teams."""
+    actor = Actor.from_request(request)
+    if not _webhook_teams(actor).exists():
+        raise PermissionDenied("Adding webhooks needs the deployer role or higher.")
+    form = WebhookForm(request.POST, teams=team_list_for_actor(actor=actor))
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(text)}" for field, text in form.errors.items())
+        messages.error(request, f"The webhook was not added: {errors}")
+        return redirect("monitoring:webhook-list")
+    try:
+        webhook = services.webhook_create(actor=actor, **form.cleaned_data)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("monitoring:webhook-list")
+    messages.success(request, f"Webhook {webhook.name} added; its signing secret is below.")
+    return redirect("monitoring:webhook-detail", pk=webhook.pk)
+
+
+@login_required
+def webhook_detail(request, pk: int):
+    """One webhook: its secret (deployers and admins), its host override, its deliveries."""
+    actor = Actor.from_request(request)
+    webhook = selectors.webhook_for_actor(actor=actor, pk=pk)
+    context = {
+        "webhook": webhook,
+        "deliveries": selectors.deliveries_for_webhook(webhook=webhook),
+        "can_edit": actor.has_role(webhook.team_id, Role.DEPLOYER),
+        "can_allow_host": request.user.is_staff,
+    }
+    return render(request, "monitoring/webhook_detail.html", context)
+
+
+@login_required
+@require_POST
+def webhook_action(request, pk: int, action: str):
+    """Delete, rotate the secret of, ping, or (staff) allow/disallow the host of a webhook."""
+    actor = Actor.from_request(request)
+    webhook = selectors.webhook_for_actor(actor=actor, pk=pk)
+    if action == "delete":
+        services.webhook_delete(actor=actor, webhook=webhook)
+        messages.success(request, f"Webhook {webhook.name} removed.")
+        return redirect("monitoring:webhook-list")
+    if action == "rotate":
+        services.webhook_rotate_secret(actor=actor, webhook=webhook)
+        messages.success(request, "New signing secret issued; update your receiver.")
+    elif action == "ping":
+        services.webhook_ping(actor=actor, webhook=webhook)
+        messages.success(request, "Test event queued.")
+    elif action in ("allow-host", "disallow-host"):
+        allow = action == "allow-host"
+        services.webhook_allow_host(actor=actor, webhook=webhook, allow=allow)
+        messages.success(request, "Host allowed." if allow else "Host override removed.")
+    else:
+        raise Http404("No such action.")
+    return redirect("monitoring:webhook-detail", pk=webhook.pk)
+
+
+def _metrics_caller_allowed(request) -> bool:
+    token = setting("METRICS_TOKEN")
+    supplied = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+        return True
+    user = request.user
+    return user.is_authenticated and user.is_active and user.is_staff
+
+
+@never_cache
+def prometheus_metrics(request):
+    """The dashboard's own metrics, for Prometheus (bearer METRICS_TOKEN) or staff."""
+    if not _metrics_caller_allowed(request):
+        status = 403 if request.user.is_authenticated else 401
+        response = HttpResponse("A metrics token or a staff session is required.\n", status=status)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        response["Content-Type"] = "text/plain"
+        return response
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    return HttpResponse(metrics.render(), content_type=metrics.CONTENT_TYPE)
