@@ -1,0 +1,407 @@
+"""Who may touch what, generated from the route list.
+
+- Another team's admin gets 404 from every route that names one of our objects, with every
+  method, on pages and on the API, and nothing changes.
+- List routes never show another team's objects.
+- A role × route matrix: each state-changing route has a declared minimum role; every lower role
+  gets 403 and changes nothing, every role at or above it gets through.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Role
+from tests.conftest import token_client
+from tests.deployments.conftest import onnx_adder
+from tests.factories import MembershipFactory, UserFactory
+from tests.security.world import (
+    World,
+    changed_tables,
+    object_routes,
+    project_routes,
+    snapshot,
+)
+
+pytestmark = pytest.mark.django_db
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+SECRETS = ("secret-model", "secret-endpoint", "secret-target")
+
+
+def test_every_route_parameter_is_known(world):
+    """A route whose parameter the walk cannot fill would escape the access tests below."""
+    unknown = sorted(
+        {
+            f"{route.template} {key}"
+            for route in project_routes()
+            for key in route.parameters
+            if key not in world.values
+        }
+    )
+    assert unknown == []
+    assert len(object_routes()) > 40
+
+
+# --- request bodies that would succeed for a permitted caller ---------------------------------
+
+
+def page_body(template: str, world: World) -> dict:
+    """Valid form data for every page route that takes a POST."""
+    reference = f"{world.model.name}:{world.version.number}"
+    bodies = {
+        "/accounts/tokens/": {"team": world.team.pk, "name": "ci", "days": 30},
+        "/models/_new/": {"team": world.team.name, "name": "new-model", "tags": ""},
+        "/models/{name}/upload/": {
+            "file": SimpleUploadedFile("m.onnx", onnx_adder(5), "application/octet-stream")
+        },
+        "/models/{name}/aliases/": {"name": "staging", "version": 2, "reason": "r"},
+        "/models/{name}/versions/{number}/approve/": {"decision": "rejected", "comment": "no"},
+        "/endpoints/new/": {
+            "name": "new-endpoint",
+            "target": world.target.name,
+            "version": reference,
+        },
+        "/endpoints/{name}/deploy/": {"version": reference, "weight": 10},
+        "/endpoints/{name}/traffic/": {
+            "version_0": f"{world.model.name}:1",
+            "weight_0": 50,
+            "role_0": "primary",
+            "version_1": reference,
+            "weight_1": 50,
+            "role_1": "candidate",
+        },
+        "/endpoints/{name}/rollback/": {"release": 1},
+        "/targets/": {
+            "team": world.team.name,
+            "name": "new-target",
+            "kind": "local",
+            "environment": "dev",
+            "config": "{}",
+        },
+        "/endpoints/{name}/alerts/rules/": {
+            "name": "slow",
+            "metric": "error_rate",
+            "comparator": "gt",
+            "threshold": "0.5",
+            "window_minutes": 5,
+            "for_minutes": 0,
+        },
+        "/webhooks/new/": {
+            "team": world.team.pk,
+            "name": "hook",
+            "url": "https://hooks.example.com/x",
+            "events": ["alert.opened"],
+        },
+    }
+    return bodies.get(template, {})
+
+
+def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
+    """(data, format) that a permitted caller could send to an API route."""
+    reference = f"{world.model.name}:{world.version.number}"
+    if template == "/api/v1/models/{model_name}/versions/" and method == "POST":
+        return {"file": SimpleUploadedFile("m.onnx", onnx_adder(5))}, "multipart"
+    bodies = {
+        ("POST", "/api/v1/models/"): {"name": "new-model", "description": "d", "tags": {}},
+        ("PATCH", "/api/v1/models/{name}/"): {"description": "changed"},
+        ("PUT", "/api/v1/models/{name}/"): {"description": "changed", "tags": {}},
+        ("POST", "/api/v1/models/{model_name}/versions/{number}/approve/"): {
+            "decision": "rejected",
+            "comment": "no",
+        },
+        ("PUT", "/api/v1/models/{model_name}/aliases/{alias}/"): {"version": 2},
+        ("POST", "/api/v1/targets/"): {
+            "name": "new-target",
+            "kind": "local",
+            "environment": "dev",
+            "config": {},
+            "team": world.team.name,
+        },
+        ("POST", "/api/v1/endpoints/"): {
+            "name": "new-endpoint",
+            "target": world.target.name,
+            "version": reference,
+        },
+        ("POST", "/api/v1/endpoints/{name}/deploy/"): {"version": reference, "weight": 10},
+        ("POST", "/api/v1/endpoints/{name}/traffic/"): {
+            "variants": [
+                {"version": f"{world.model.name}:1", "weight": 50, "role": "primary"},
+                {"version": reference, "weight": 50, "role": "candidate"},
+            ]
+        },
+        ("POST", "/api/v1/endpoints/{name}/rollback/"): {"release": 1},
+    }
+    return bodies.get((method, template), {}), "json"
+
+
+def nowhere(world: World) -> dict:
+    """Route values that name no object at all."""
+    return {
+        key: ("model" if key == ("files", "kind") else 999_999 if isinstance(v, int) else "nowhere")
+        for key, v in world.values.items()
+    }
+
+
+def call(client, method: str, route, world: World, values: dict | None = None):
+    path = route.fill(values or world.values)
+    if route.template.endswith("/compare/"):
+        path += "?a=1&b=2"
+    if route.is_api:
+        data, fmt = api_body(method, route.template, world)
+        return getattr(client, method.lower())(path, data, format=fmt)
+    if method == "POST":
+        return client.post(path, page_body(route.template, world))
+    return client.generic(method, path)
+
+
+def methods_of(route) -> list[str]:
+    if route.is_api:
+        return sorted(route.methods) or ["GET", *WRITE_METHODS]
+    return ["GET", "POST"]
+
+
+# --- cross-team -------------------------------------------------------------------------------
+
+
+def _outsider_clients(outsider, other_team):
+    page = Client()
+    page.force_login(outsider)
+    return page, token_client(outsider, other_team)
+
+
+def test_another_team_gets_404_from_every_object_route_and_nothing_changes(
+    world, outsider, other_team
+):
+    page_client, api_client = _outsider_clients(outsider, other_team)
+    routes = object_routes()
+    before = snapshot()
+    leaks = []
+    for route in routes:
+        client = api_client if route.is_api else page_client
+        for method in methods_of(route):
+            status = call(client, method, route, world).status_code
+            # The answer must be the one a name that exists nowhere gets: no existence oracle.
+            missing = call(client, method, route, world, values=nowhere(world)).status_code
+            if status not in (404, 405) or status != missing:
+                leaks.append(f"{method} {route.template} -> {status} (missing: {missing})")
+    assert leaks == []
+    assert changed_tables(before, snapshot()) == []
+
+
+def test_another_teams_session_cannot_use_the_api_on_our_objects(world, outsider):
+    """The same walk with a browser session on the API (the other authentication path)."""
+    client = APIClient()
+    client.force_authenticate(outsider)
+    before = snapshot()
+    leaks = []
+    for route in (r for r in object_routes() if r.is_api):
+        for method in methods_of(route):
+            status = call(client, method, route, world).status_code
+            if status not in (404, 405):
+                leaks.append(f"{method} {route.template} -> {status}")
+    assert leaks == []
+    assert changed_tables(before, snapshot()) == []
+
+
+def test_list_routes_never_show_another_teams_objects(world, outsider, other_team):
+    page_client, api_client = _outsider_clients(outsider, other_team)
+    shown = []
+    for route in project_routes():
+        if route.parameters or route.template in ("/accounts/logout/", "/api/schema/"):
+            continue
+        client = api_client if route.is_api else page_client
+        response = client.get(route.template)
+        body = b"".join(response) if response.streaming else response.content
+        for secret in SECRETS:
+            if secret.encode() in body:
+                shown.append(f"GET {route.template} shows {secret}")
+    assert shown == []
+
+
+def test_the_walk_would_see_a_leak(world, admin_member, team):
+    """The same checks against the owning team's admin do see the objects (so a 404 above is
+    the access check, not a wrong URL)."""
+    client = token_client(admin_member, team)
+    ok = [r for r in object_routes() if r.is_api and "GET" in r.methods]
+    statuses = {r.template: call(client, "GET", r, world).status_code for r in ok}
+    # Manifests exist only for Kubernetes targets: the world's local target answers 400.
+    assert {t: s for t, s in statuses.items() if s != 200} == {
+        "/api/v1/endpoints/{name}/releases/{number}/manifests/": 400
+    }
+    page = Client()
+    page.force_login(admin_member)
+    assert b"secret-model" in page.get("/models/").content
+
+
+# --- role × route matrix ----------------------------------------------------------------------
+
+ROLES = [Role.VIEWER, Role.SCIENTIST, Role.DEPLOYER, Role.ADMIN]
+OWNER_ONLY = "owner"  # the world owner's own object (tokens): other members get 404
+STAFF_ONLY = "staff"  # installation admins only (is_staff), whatever the team role
+NOT_ALLOWED = "405"  # the router lists the method but the view takes it from nobody
+# Page actions whose service refuses with ApplicationError(status=403): HTML views turn domain
+# errors into a message (DESIGN.md), so the page redirects back with it instead of a bare 403.
+MESSAGE_DENIALS = {"/models/{name}/aliases/{alias}/delete/"}
+
+# The minimum role of every state-changing route (the dev target needs scientist to deploy; the
+# world's version 2 is approved, so archiving it needs a deployer; `production` is protected).
+MINIMUM_ROLE = {
+    ("POST", "/accounts/tokens/"): Role.VIEWER,
+    ("POST", "/accounts/tokens/{pk}/revoke/"): OWNER_ONLY,
+    ("POST", "/models/_new/"): Role.SCIENTIST,
+    ("POST", "/models/{name}/archive/"): Role.DEPLOYER,
+    ("POST", "/models/{name}/upload/"): Role.SCIENTIST,
+    ("POST", "/models/{name}/aliases/"): Role.SCIENTIST,
+    ("POST", "/models/{name}/aliases/{alias}/delete/"): Role.DEPLOYER,
+    ("POST", "/models/{name}/versions/{number}/approve/"): Role.DEPLOYER,
+    ("POST", "/models/{name}/versions/{number}/archive/"): Role.DEPLOYER,
+    ("POST", "/endpoints/new/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/deploy/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/traffic/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/promote/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/rollback/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/stop/"): Role.SCIENTIST,
+    ("POST", "/targets/"): Role.ADMIN,
+    ("POST", "/endpoints/{name}/alerts/rules/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/alerts/rules/{pk}/delete/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/alerts/rules/{pk}/toggle/"): Role.DEPLOYER,
+    ("POST", "/webhooks/new/"): Role.DEPLOYER,
+    ("POST", "/webhooks/{pk}/delete/"): Role.DEPLOYER,
+    ("POST", "/webhooks/{pk}/rotate/"): Role.DEPLOYER,
+    ("POST", "/webhooks/{pk}/ping/"): Role.DEPLOYER,
+    ("POST", "/webhooks/{pk}/allow-host/"): STAFF_ONLY,
+    ("POST", "/webhooks/{pk}/disallow-host/"): STAFF_ONLY,
+    ("POST", "/api/v1/models/"): Role.SCIENTIST,
+    ("PATCH", "/api/v1/models/{name}/"): Role.SCIENTIST,
+    ("PUT", "/api/v1/models/{name}/"): NOT_ALLOWED,
+    ("DELETE", "/api/v1/models/{name}/"): Role.DEPLOYER,
+    ("POST", "/api/v1/models/{model_name}/versions/"): Role.SCIENTIST,
+    ("POST", "/api/v1/models/{model_name}/versions/{number}/approve/"): Role.DEPLOYER,
+    ("PUT", "/api/v1/models/{model_name}/aliases/{alias}/"): Role.DEPLOYER,
+    ("DELETE", "/api/v1/models/{model_name}/aliases/{alias}/"): Role.DEPLOYER,
+    ("POST", "/api/v1/targets/"): Role.ADMIN,
+    ("POST", "/api/v1/endpoints/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/deploy/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/traffic/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/promote/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/rollback/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/stop/"): Role.SCIENTIST,
+}
+# POSTs that change nothing of the team's (or nothing at all).
+NOT_STATE_CHANGING = {"/accounts/login/", "/accounts/logout/"}
+# Page forms that list only the teams where the user has the role: a lower role sees the form
+# again with an error (200) rather than a 403; the matrix still requires that nothing changed.
+TEAM_CHOICE_FORMS = {"/models/_new/", "/targets/", "/webhooks/new/", "/endpoints/new/"}
+
+
+def state_changing_routes() -> list[tuple[str, object]]:
+    found = []
+    for route in project_routes():
+        if route.template in NOT_STATE_CHANGING or route.template.startswith("/api/schema"):
+            continue
+        if route.is_api:
+            found += [(m, route) for m in sorted(route.methods) if m in WRITE_METHODS]
+        elif route.template not in ("/healthz", "/metrics"):
+            found.append(("POST", route))
+    return found
+
+
+def test_every_state_changing_route_declares_its_minimum_role():
+    declared, unknown = set(MINIMUM_ROLE), []
+    for method, route in state_changing_routes():
+        if (method, route.template) in declared:
+            continue
+        # A page route that does not take a POST is read-only; check it refuses POST.
+        unknown.append(f"{method} {route.template}")
+    page_reads = {
+        "/",
+        "/accounts/audit/",
+        "/alerts/",
+        "/builds/{build_id}/",
+        "/endpoints/",
+        "/endpoints/{name}/",
+        "/endpoints/{name}/alerts/",
+        "/endpoints/{name}/drift/",
+        "/endpoints/{name}/monitoring/",
+        "/experiments/",
+        "/fleet/",
+        "/models/",
+        "/models/{name}/",
+        "/models/{name}/compare/",
+        "/models/{name}/versions/{number}/",
+        "/models/{name}/versions/{number}/files/{kind}/",
+        "/webhooks/",
+        "/webhooks/{pk}/",
+    }
+    assert sorted(u for u in unknown if u.split(" ", 1)[1] not in page_reads) == []
+
+
+def _member_with_role(world: World, role: str):
+    user = UserFactory(username=f"matrix-{role}")
+    MembershipFactory(user=user, team=world.team, role=role)
+    return user
+
+
+def _allowed(minimum: str, role: str) -> bool:
+    if minimum in (OWNER_ONLY, STAFF_ONLY, NOT_ALLOWED):
+        return False
+    return ROLES.index(role) >= ROLES.index(minimum)
+
+
+MATRIX = [
+    pytest.param(method, template, role, id=f"{method} {template} as {role}")
+    for (method, template) in MINIMUM_ROLE
+    for role in ROLES
+]
+
+
+@pytest.mark.parametrize(("method", "template", "role"), MATRIX)
+def test_role_matrix(world, method, template, role):
+    route = next(r for r in project_routes() if r.template == template)
+    user = _member_with_role(world, role)
+    if route.is_api:
+        client = token_client(user, world.team)
+    else:
+        client = Client()
+        client.force_login(user)
+    minimum = MINIMUM_ROLE[(method, template)]
+    before = snapshot()
+    response = call(client, method, route, world)
+    after = snapshot()
+    status = response.status_code
+    if _allowed(minimum, role):
+        assert status not in (401, 403, 404, 405), (status, response.content[:300])
+        assert status < 500
+        assert changed_tables(before, after) != [], "the permitted call changed nothing"
+        return
+    if minimum == OWNER_ONLY:
+        assert status == 404
+    elif minimum == NOT_ALLOWED:
+        assert status == 405
+    elif template in MESSAGE_DENIALS:
+        assert status in (302, 403), status
+    elif not route.is_api and template in TEAM_CHOICE_FORMS:
+        assert status in (200, 400, 403), status
+    else:
+        assert status == 403, (status, response.content[:300])
+    assert changed_tables(before, after) == []
+
+
+def test_an_owner_may_revoke_their_own_token_and_staff_may_allow_hosts(world):
+    client = Client()
+    client.force_login(world.owner)
+    route = next(r for r in project_routes() if r.template == "/accounts/tokens/{pk}/revoke/")
+    assert call(client, "POST", route, world).status_code == 302
+    world.token.refresh_from_db()
+    assert world.token.revoked_at is not None
+    world.owner.is_staff = True
+    world.owner.save()
+    route = next(r for r in project_routes() if r.template == "/webhooks/{pk}/allow-host/")
+    assert call(client, "POST", route, world).status_code == 302
+    world.webhook.refresh_from_db()
+    assert world.webhook.allowed_host == "hooks.example.com"
+    assert Membership.objects.get(user=world.owner).role == Role.ADMIN

@@ -1,0 +1,292 @@
+"""A team with one object of every kind, and every route filled with that team's real values.
+
+Cross-team, role and page tests walk `routes_with_values(world)`: a route added by anyone shows
+up there, and a route parameter nobody taught `PARAMETERS` makes `test_every_route_parameter_is
+_known` fail, so a new object type cannot slip past the access tests unnoticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from django.apps import apps
+from django.core.files.base import ContentFile
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from accounts.actor import Actor
+from accounts.models import ApiToken
+from accounts.services import token_create
+from deployments import services as deployment_services
+from deployments.models import Build, Environment, Target, TargetKind
+from monitoring import services as monitoring_services
+from monitoring.models import WebhookEvent
+from registry import services as registry_services
+from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
+from registry.storage import artifact_storage, new_storage_key
+from tests.deployments.conftest import onnx_adder
+
+# What a user can type and the pages show, per field; each payload names its field so a test
+# can check that the field really reaches a page (escaped) and not only that nothing is raw.
+XSS = '"><img src=x onerror=alert("{field}")><script>alert("{field}")</script>'
+
+
+def xss(field_name: str) -> str:
+    return XSS.format(field=field_name)
+
+
+@dataclass
+class World:
+    """The objects of `team` the route walk fills in."""
+
+    team: object
+    owner: object
+    model: RegisteredModel
+    version: ModelVersion
+    alias: str
+    target: Target
+    endpoint: object
+    build: Build
+    webhook: object
+    rule: object
+    token: ApiToken
+    values: dict = field(default_factory=dict)
+
+
+def stored_version(model: RegisteredModel, number: int, **fields) -> ModelVersion:
+    """A ready, approved version with a real ONNX file in artifact storage."""
+    content = onnx_adder(number)
+    version = ModelVersion.objects.create(
+        model=model,
+        number=number,
+        status="ready",
+        approval=Approval.APPROVED,
+        signature={
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+        },
+        **fields,
+    )
+    key = new_storage_key(model_id=model.pk, kind=ArtifactKind.MODEL)
+    artifact_storage().save(key, ContentFile(content))
+    Artifact.objects.create(
+        version=version,
+        kind=ArtifactKind.MODEL,
+        storage_key=key,
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        content_type="application/octet-stream",
+        original_name=xss("original_name"),
+    )
+    RegisteredModel.objects.filter(pk=model.pk).update(last_version_number=number)
+    return version
+
+
+def build_world(team, owner) -> World:
+    """Every kind of object, made through the services, with hostile text where users type."""
+    actor = Actor(user=owner, label=owner.get_username(), ip="127.0.0.1", roles={team.pk: "admin"})
+    model = registry_services.model_create(
+        actor=actor,
+        team=team,
+        name="secret-model",
+        description=xss("description"),
+        tags={"stage": xss("tag_value"), "team": "a"},
+    )
+    first = stored_version(model, 1, metrics={"accuracy": 0.9}, params={"depth": xss("param")})
+    version = stored_version(
+        model, 2, source="https://example.com/" + "x", approval_comment=xss("approval_comment")
+    )
+    registry_services.alias_set(
+        actor=actor, model=model, name="production", version_number=1, reason=xss("alias_reason")
+    )
+    target = deployment_services.target_create(
+        actor=actor,
+        team=team,
+        name="secret-target",
+        kind=TargetKind.LOCAL,
+        environment=Environment.DEV,
+        config={"threads": 1},
+        description=xss("target_description"),
+    )
+    endpoint = deployment_services.endpoint_create(
+        actor=actor, name="secret-endpoint", target=target, version=first, note=xss("note")
+    )
+    deployment_services.endpoint_deploy(
+        actor=actor, endpoint=endpoint, version=version, weight=20, note=xss("deploy_note")
+    )
+    endpoint.refresh_from_db()
+    build = Build.objects.create(
+        version=version, target=target, base_image="python:3.11-slim", log=xss("build_log")
+    )
+    webhook = monitoring_services.webhook_create(
+        actor=actor,
+        team=team,
+        name=xss("webhook_name")[:100],
+        url="https://hooks.example.com/modeldeck",
+        events=[WebhookEvent.ALERT_OPENED],
+    )
+    rule = monitoring_services.alert_rule_create(
+        actor=actor,
+        endpoint=endpoint,
+        name=xss("rule_name")[:100],
+        metric="error_rate",
+        threshold=0.5,
+    )
+    token, _plain = token_create(actor=actor, user=owner, team=team, name=xss("token_name")[:100])
+    world = World(
+        team=team,
+        owner=owner,
+        model=model,
+        version=version,
+        alias="production",
+        target=target,
+        endpoint=endpoint,
+        build=build,
+        webhook=webhook,
+        rule=rule,
+        token=token,
+    )
+    world.values = {
+        ("tokens", "pk"): token.pk,
+        ("models", "name"): model.name,
+        ("models", "model_name"): model.name,
+        ("aliases", "alias"): "production",
+        ("versions", "number"): version.number,
+        ("files", "kind"): ArtifactKind.MODEL.value,
+        ("endpoints", "name"): endpoint.name,
+        ("builds", "build_id"): build.pk,
+        ("builds", "pk"): build.pk,
+        ("rules", "pk"): rule.pk,
+        ("webhooks", "pk"): webhook.pk,
+        ("targets", "name"): target.name,
+        ("releases", "number"): endpoint.desired_release.number,
+    }
+    return world
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+_CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One URL pattern: its template with `{parameter}` holes, and what answers it."""
+
+    template: str
+    view: str
+    methods: frozenset  # HTTP methods the view declares (empty = not declared: any)
+
+    @property
+    def parameters(self) -> list[tuple[str, str]]:
+        """(preceding literal segment, parameter name) for every hole."""
+        found = []
+        segments = self.template.strip("/").split("/")
+        for index, segment in enumerate(segments):
+            match = re.fullmatch(r"\{(\w+)\}", segment)
+            if match:
+                found.append((segments[index - 1] if index else "", match.group(1)))
+        return found
+
+    def fill(self, values: dict) -> str:
+        path = self.template
+        for key in self.parameters:
+            path = path.replace("{" + key[1] + "}", str(values[key]), 1)
+        return path
+
+    @property
+    def is_api(self) -> bool:
+        return self.template.startswith("/api/")
+
+    @property
+    def is_page(self) -> bool:
+        return not self.template.startswith(("/api/", "/admin/", "/static/"))
+
+
+def _methods(callback) -> frozenset:
+    actions = getattr(callback, "actions", None)
+    if actions:
+        return frozenset(method.upper() for method in actions)
+    cls = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if cls is not None:
+        names = [
+            m for m in cls.http_method_names if m not in ("options", "head") and hasattr(cls, m)
+        ]
+        return frozenset(m.upper() for m in names)
+    return frozenset()
+
+
+def _walk(patterns, prefix=""):
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            yield from _walk(pattern.url_patterns, route)
+        elif isinstance(pattern, URLPattern):
+            template = _GROUP.sub(lambda m: "{" + m.group(1) + "}", route)
+            template = _CONVERTER.sub(lambda m: "{" + m.group(1) + "}", template)
+            template = "/" + template.replace("^", "").replace("$", "").replace("\\", "")
+            name = getattr(pattern.callback, "__name__", "")
+            yield Route(template, name, _methods(pattern.callback))
+
+
+def project_routes() -> list[Route]:
+    """Every route of the project except the admin, static files and format-suffix variants."""
+    routes = {}
+    for route in _walk(get_resolver().url_patterns):
+        if route.template.startswith(("/admin/", "/static/")) or "(" in route.template:
+            continue
+        if "." in route.template.rsplit("/", 1)[-1]:
+            continue
+        routes.setdefault(route.template, route)
+    return sorted(routes.values(), key=lambda r: r.template)
+
+
+def object_routes() -> list[Route]:
+    """Routes that name one object (and so must answer 404 to other teams)."""
+    return [route for route in project_routes() if route.parameters]
+
+
+# --- "nothing changed" ----------------------------------------------------------------------
+
+# Rows that a refused request may legitimately write: the audit trail, login sessions, and the
+# caller's own token bookkeeping.
+_VOLATILE_MODELS = {"accounts.auditevent", "sessions.session"}
+_VOLATILE_FIELDS = {"last_used_at", "last_login"}
+_APPS = ("accounts", "registry", "deployments", "monitoring", "auth")
+
+
+def snapshot() -> dict:
+    """Every row of every Modeldeck model, as JSON text (volatile fields out)."""
+    state = {}
+    for app_label in _APPS:
+        for model in apps.get_app_config(app_label).get_models():
+            label = model._meta.label_lower
+            if label in _VOLATILE_MODELS:
+                continue
+            rows = []
+            for row in model.objects.order_by("pk").values():
+                rows.append({k: v for k, v in row.items() if k not in _VOLATILE_FIELDS})
+            state[label] = json.dumps(rows, default=str, sort_keys=True)
+    return state
+
+
+def changed_tables(before: dict, after: dict) -> list[str]:
+    return sorted(label for label in before if before[label] != after.get(label))
+
+
+def file_tree_digest(root) -> str:
+    """A digest of every file name and size under `root` (artifact storage)."""
+    from pathlib import Path
+
+    root = Path(root)
+    if not root.exists():
+        return ""
+    entries = sorted(
+        f"{path.relative_to(root)}:{path.stat().st_size}"
+        for path in root.rglob("*")
+        if path.is_file()
+    )
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
