@@ -162,6 +162,8 @@ def build_world(team, owner) -> World:
         ("webhooks", "pk"): webhook.pk,
         ("targets", "name"): target.name,
         ("releases", "number"): endpoint.desired_release.number,
+        # Edge devices download a version's model by id (device-token routes).
+        ("artifacts", "version_id"): version.pk,
     }
     return world
 
