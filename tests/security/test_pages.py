@@ -104,7 +104,7 @@ def test_json_islands_cannot_close_their_script_tag(pages):
 
 def test_every_response_carries_the_security_headers(pages):
     missing = []
-    for route, path, response in pages:
+    for _route, path, response in pages:
         headers = response.headers
         csp = headers.get("Content-Security-Policy", "")
         script_src = next(
@@ -146,7 +146,7 @@ def _event_handlers(body: str) -> list[tuple[str, str]]:
 def test_no_page_has_inline_scripts_or_event_handlers(pages):
     """The CSP forbids inline scripts; a template that uses one would break in browsers."""
     inline = []
-    for route, path, response in pages:
+    for _route, path, response in pages:
         if not response.get("Content-Type", "").startswith("text/html"):
             continue
         body = _body(response)
