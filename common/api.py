@@ -5,10 +5,22 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser as _DrfJSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError
+
+
+class JSONParser(_DrfJSONParser):
+    """DRF's JSON parser, but deep nesting (`[[[[…`) is bad input (400), not a 500: Python's
+    decoder raises RecursionError, which DRF does not catch."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
 
 
 class Pagination(PageNumberPagination):

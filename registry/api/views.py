@@ -1,5 +1,8 @@
-"""The registry's REST API: models by name, versions by number, aliases with history."""
+"""The registry's REST API: models by name, versions by number, aliases with history, batch
+prediction jobs and optimizations."""
 
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, make_aware
@@ -7,17 +10,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from accounts.actor import Actor
 from accounts.models import Role
 from accounts.permissions import require_role
+from common.api import JSONParser
 from common.errors import ApplicationError
 from registry import selectors, services
 from registry.api import serializers as registry_serializers
-from registry.models import ArtifactKind
-from registry.storage import open_artifact
+from registry.models import ArtifactKind, JobStatus
+from registry.storage import artifact_storage, open_artifact
 from registry.uploads import CappedHashingUploadHandler
 
 MAX_HISTORY = 1_000
@@ -223,6 +227,30 @@ class ModelVersionViewSet(
         first, second = (self._reload(number) for number in numbers)
         return Response(selectors.version_compare(first, second))
 
+    @extend_schema(
+        request=registry_serializers.OptimizeSerializer,
+        responses={202: registry_serializers.OptimizationSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
+    def optimize(self, request, *args, **kwargs):
+        """Derive a smaller, faster version (scientist); poll `optimizations` for the result."""
+        data = registry_serializers.OptimizeSerializer(data=request.data or {})
+        data.is_valid(raise_exception=True)
+        optimization = services.version_optimize(
+            actor=self.get_actor(), version=self.get_object(), method=data.validated_data["method"]
+        )
+        return Response(
+            registry_serializers.OptimizationSerializer(optimization).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(responses=registry_serializers.OptimizationSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def optimizations(self, request, *args, **kwargs):
+        """Optimizations requested from this version, newest first."""
+        items = selectors.optimization_list(version=self.get_object())[:100]
+        return Response(registry_serializers.OptimizationSerializer(items, many=True).data)
+
     def _reload(self, number: int):
         return selectors.version_get(
             actor=self.get_actor(), model=self.get_registered_model(), number=number
@@ -334,3 +362,89 @@ class AliasViewSet(ModelScopedMixin, viewsets.GenericViewSet):
                 {"at": ["An ISO-8601 date and time."]},
             )
         return make_aware(parsed) if is_naive(parsed) else parsed
+
+
+class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Batch prediction jobs of the caller's teams; create uploads a CSV or Parquet file."""
+
+    serializer_class = registry_serializers.BatchJobSerializer
+    parser_classes = [MultiPartParser]
+    lookup_value_regex = "[0-9]+"
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Every uploaded byte goes through the capped, hashing handler (see the versions).
+        if request.method == "POST":
+            request.upload_handlers = [
+                CappedHashingUploadHandler(
+                    request, max_bytes=getattr(settings, "BATCH_MAX_INPUT_BYTES", 1024**3)
+                )
+            ]
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return selectors.batch_job_list_for_actor(
+            actor=Actor.from_request(self.request),
+            status=self.request.query_params.get("status", ""),
+        )
+
+    def get_object(self):
+        return selectors.batch_job_get_for_actor(
+            actor=Actor.from_request(self.request), job_id=self.kwargs["pk"]
+        )
+
+    @extend_schema(
+        request={"multipart/form-data": registry_serializers.BatchJobCreateSerializer},
+        responses={201: registry_serializers.BatchJobSerializer},
+    )
+    def create(self, request, *args, **kwargs):
+        actor = Actor.from_request(request)
+        if not actor.is_system and not any(
+            actor.has_role(team_id, Role.SCIENTIST) for team_id in actor.team_ids
+        ):
+            # Refuse before reading (and storing) the body.
+            raise PermissionDenied("Creating batch jobs needs the scientist role or higher.")
+        data = registry_serializers.BatchJobCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.batch_job_create(
+            actor=actor,
+            version_reference=data.validated_data["version"],
+            file=data.validated_data["file"],
+            key_column=data.validated_data.get("key_column", ""),
+        )
+        job = selectors.batch_job_get_for_actor(actor=actor, job_id=job.pk)
+        return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def result(self, request, *args, **kwargs):
+        """The result CSV (the key column and the outputs), as an attachment."""
+        job = self.get_object()
+        if job.status != JobStatus.SUCCEEDED or not job.result_key:
+            raise ApplicationError(
+                f"Batch job {job.pk} is {job.status}; a result exists once it has succeeded.",
+                status=409,
+            )
+        return batch_result_response(job)
+
+    @extend_schema(request=None, responses=registry_serializers.BatchJobSerializer)
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser])
+    def cancel(self, request, *args, **kwargs):
+        """Stop a pending or running job; the worker stops between chunks."""
+        job = services.batch_job_cancel(actor=Actor.from_request(request), job=self.get_object())
+        return Response(self.get_serializer(job).data)
+
+
+def batch_result_response(job) -> FileResponse:
+    """A job's result file as an attachment under a name we choose."""
+    try:
+        stream = artifact_storage().open(job.result_key, "rb")
+    except OSError:
+        raise ApplicationError(
+            "The result file is missing from the artifact storage.", status=404
+        ) from None
+    return FileResponse(
+        stream,
+        as_attachment=True,
+        filename=f"{job.version.model.name}-{job.version.number}-batch-{job.pk}.csv",
+        content_type="text/csv",
+    )
