@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import threading
@@ -238,7 +239,10 @@ def test_route_changes_under_load_lose_no_requests(gateway, iris_server, iris_se
             await asyncio.gather(admin(), *(client(session) for _ in range(clients)))
         return results, progress_at_swaps
 
-    results, progress_at_swaps = asyncio.run(run())
+    # A thread of its own: a session-scoped Playwright (the e2e tier) keeps an event loop
+    # running in the main thread, where asyncio.run() refuses to start.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        results, progress_at_swaps = pool.submit(asyncio.run, run()).result()
     assert len(results) == clients * per_client
     # every swap happened while requests were still being sent
     assert len(progress_at_swaps) == len(tables)
