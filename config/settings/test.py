@@ -17,3 +17,7 @@ if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns when missing)
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":  # noqa: F405
+    # One test database per run, so that runs sharing a server (developers, CI) never drop each
+    # other's database; pytest-django still destroys it at the end of the run.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_modeldeck_{os.getpid()}"}  # noqa: F405
