@@ -42,6 +42,8 @@ MAX_STRATEGY_STEPS = 20
 # Names that the page URLs use next to endpoint names (/endpoints/new/).
 RESERVED_ENDPOINT_NAMES = {"new"}
 MAX_BAKE_SECONDS = 7 * 24 * 3600
+# "Keep the previous release's sticky key" (None would mean "no sticky key").
+KEEP_STICKY: Any = object()
 
 
 # --- helpers shared by the services -------------------------------------------------------------
@@ -202,16 +204,19 @@ def _release_write(
     restores: Release | None = None,
     note: str = "",
     audit_data: dict[str, Any] | None = None,
+    sticky: Any = KEEP_STICKY,
 ) -> Release:
     """Write the next release of a locked endpoint, point the endpoint at it, audit, enqueue."""
     previous = endpoint.desired_release
+    if sticky is KEEP_STICKY:
+        sticky = previous.sticky if previous is not None else None
     last = endpoint.releases.aggregate(last=Max("number"))["last"] or 0
     release = Release.objects.create(
         endpoint=endpoint,
         number=last + 1,
         reason=reason,
         variants=variants,
-        sticky=previous.sticky if previous is not None else None,
+        sticky=sticky,
         replicas=previous.replicas if previous is not None else 1,
         strategy=strategy or [],
         restores=restores,
@@ -426,10 +431,16 @@ def endpoint_deploy(
 
 @transaction.atomic
 def endpoint_set_traffic(
-    *, actor: Actor, endpoint: Endpoint, variants: list[dict], note: str = ""
+    *,
+    actor: Actor,
+    endpoint: Endpoint,
+    variants: list[dict],
+    note: str = "",
+    sticky: Any = KEEP_STICKY,
 ) -> Release:
     """Set the whole split: [{version, weight, role}]; live weights sum to 100, a shadow's weight
-    is the percentage of requests mirrored to it."""
+    is the percentage of requests mirrored to it. `sticky` ({"header"|"cookie": name} or None,
+    checked by the caller) replaces the sticky key; by default it is kept."""
     require_member(actor, endpoint.team_id)
     endpoint = _lock(endpoint)
     _require_deploy_role(actor=actor, target=endpoint.target)
@@ -476,6 +487,7 @@ def endpoint_set_traffic(
         action="endpoint.traffic",
         variants=resolved,
         note=note,
+        sticky=sticky,
     )
 
 
@@ -622,6 +634,12 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
         return None
     current, following = release.strategy[0], release.strategy[1:]
     if (timezone.now() - release.live_at).total_seconds() < current["bake_seconds"]:
+        return None
+    from monitoring.guardrails import rollout_step_allowed  # monitoring's models refer to ours
+
+    allowed, reason = rollout_step_allowed(endpoint=endpoint, release=release)
+    if not allowed:
+        logger.info("rollout of endpoint %s holds: %s", endpoint.pk, reason)
         return None
     variants = [dict(v) for v in release.variants]
     candidate = next((v for v in variants if v["role"] == VariantRole.CANDIDATE), None)

@@ -25,7 +25,13 @@ def reconcile_endpoint(endpoint_id: int) -> str:
 @shared_task(ignore_result=True)
 def reconcile_all() -> int:
     """Beat: advance baked canaries, remove orphans, and re-converge every endpoint."""
-    for endpoint_id in _rollout_candidates():
+    from monitoring.guardrails import rollback_policies_evaluate_all
+
+    rolling_out = _rollout_candidates()
+    # Canary steps are gated by the endpoint's rollback policy: judge each rolling-out endpoint
+    # now (a breach rolls back here) so that a step never waits a whole minute for its verdict.
+    rollback_policies_evaluate_all(endpoint_ids=rolling_out)
+    for endpoint_id in rolling_out:
         endpoint_advance_rollout(endpoint_id=endpoint_id)
     for target in Target.objects.filter(endpoints__isnull=False).distinct():
         try:

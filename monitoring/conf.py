@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_MAX_ATTEMPTS": 8,
     "WEBHOOK_RETRY_BASE_SECONDS": 30,
     "WEBHOOK_RETRY_MAX_SECONDS": 3600,
+    # Prediction records and feedback older than this are deleted.
+    "PREDICTION_LOG_RETENTION_DAYS": 30,
 }
 
 

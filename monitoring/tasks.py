@@ -51,3 +51,27 @@ def deliver_webhook(delivery_id: int) -> None:
 def retry_webhook_deliveries() -> None:
     """Attempt every webhook delivery whose backoff has run out."""
     services.deliveries_retry_due()
+
+
+@shared_task(ignore_result=True)
+def evaluate_rollback_policies() -> None:
+    """Evaluate every enabled rollback policy; breaches roll back and converge inline."""
+    from monitoring import guardrails
+
+    guardrails.rollback_policies_evaluate_all()
+
+
+@shared_task(ignore_result=True)
+def evaluate_experiments() -> None:
+    """One sequential look at every running experiment."""
+    from monitoring import experiments
+
+    experiments.experiments_evaluate_all()
+
+
+@shared_task(ignore_result=True)
+def prune_prediction_log() -> None:
+    """Delete prediction records and feedback past their retention."""
+    from monitoring import feedback
+
+    feedback.prediction_records_prune()

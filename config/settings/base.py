@@ -266,6 +266,10 @@ WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
 WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)
+# Prediction log: kept this long (with the feedback joined to it); gateways on this machine ship
+# it to MODELDECK_INTERNAL_URL (the dashboard as local runtimes reach it; empty turns it off).
+PREDICTION_LOG_RETENTION_DAYS = env_int("PREDICTION_LOG_RETENTION_DAYS", 30)
+MODELDECK_INTERNAL_URL = env_str("MODELDECK_INTERNAL_URL", "http://127.0.0.1:8000")
 
 # One beat schedule for every periodic job; each entry says why it exists.
 RECONCILE_INTERVAL_SECONDS = env_float("RECONCILE_INTERVAL_SECONDS", 15.0)
@@ -294,6 +298,17 @@ CELERY_BEAT_SCHEDULE = {
     "compute-drift": {"task": "monitoring.tasks.compute_drift_all", "schedule": 300.0},
     # Open and resolve alerts from the latest metrics and drift results.
     "evaluate-alerts": {"task": "monitoring.tasks.evaluate_alerts", "schedule": 60.0},
+    # Guardrails: judge every endpoint's rollback policy; a breach rolls back and converges the
+    # endpoint inline, so a bad version is pulled even while workers or the broker struggle.
+    "evaluate-rollback-policies": {
+        "task": "monitoring.tasks.evaluate_rollback_policies",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    # A/B experiments: one sequential look per running experiment (valid under repeated looks).
+    "evaluate-experiments": {"task": "monitoring.tasks.evaluate_experiments", "schedule": 60.0},
+    # Drop prediction records and feedback past their retention.
+    "prune-prediction-log": {"task": "monitoring.tasks.prune_prediction_log", "schedule": 3600.0},
     # Retry webhook deliveries whose backoff has elapsed.
     "retry-webhook-deliveries": {
         "task": "monitoring.tasks.retry_webhook_deliveries",

@@ -133,6 +133,13 @@ def scan_markers(prefix: str) -> dict[str, int]:
     return found
 
 
+def prediction_log_url(endpoint: Endpoint) -> str:
+    """Where this machine's gateway ships its prediction log ("" when MODELDECK_INTERNAL_URL
+    is empty, which turns the log off)."""
+    base = str(getattr(settings, "MODELDECK_INTERNAL_URL", "") or "").rstrip("/")
+    return f"{base}/api/v1/endpoints/{endpoint.name}/predictions/" if base else ""
+
+
 def _runtime_environment() -> dict[str, str]:
     environment = {
         key: value
@@ -393,6 +400,10 @@ class LocalDriver(TargetDriver):
             environment = self._environment(endpoint, row)
             # The admin token travels in the environment: a command line is visible to everyone.
             environment["MODELDECK_GATEWAY_ADMIN_TOKEN"] = endpoint.gateway_token
+            # The prediction log ships to the dashboard, authenticated by the same token.
+            log_url = prediction_log_url(endpoint)
+            if log_url:
+                environment["MODELDECK_GATEWAY_PREDICTION_LOG_URL"] = log_url
             arguments = [
                 "gateway",
                 "--endpoint", endpoint.name,

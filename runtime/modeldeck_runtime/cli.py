@@ -96,6 +96,16 @@ def gateway_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shadow-timeout", type=float, default=float(_env("MODELDECK_GATEWAY_SHADOW_TIMEOUT", 5))
     )
+    parser.add_argument(
+        "--prediction-log-url",
+        default=_env("MODELDECK_GATEWAY_PREDICTION_LOG_URL", ""),
+        help="the dashboard's ingest URL for the prediction log (empty: no log)",
+    )
+    parser.add_argument(
+        "--prediction-log-flush-seconds",
+        type=float,
+        default=float(_env("MODELDECK_GATEWAY_PREDICTION_LOG_FLUSH_SECONDS", 1)),
+    )
     _common(parser, 8000)
     return parser
 
@@ -181,6 +191,8 @@ def gateway_main(argv: Sequence[str] | None = None) -> int:
         upstream_timeout=arguments.upstream_timeout,
         shadow_timeout=arguments.shadow_timeout,
         max_body_bytes=arguments.max_body_bytes,
+        prediction_log_url=arguments.prediction_log_url,
+        prediction_log_flush_seconds=arguments.prediction_log_flush_seconds,
     )
     try:
         table = load_initial_table(settings)

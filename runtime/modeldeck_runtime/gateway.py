@@ -36,6 +36,7 @@ from modeldeck_runtime.codec import (
     load_json,
 )
 from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics
+from modeldeck_runtime.predlog import PredictionLog
 from modeldeck_runtime.routing import (
     EMPTY_TABLE,
     Route,
@@ -70,6 +71,10 @@ class GatewaySettings:
     shadow_timeout: float = 5.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_pending_shadows: int = 256
+    # The dashboard's ingest URL for the prediction log (empty: no log); the admin token is the
+    # endpoint's own token, so it also authenticates the log.
+    prediction_log_url: str = ""
+    prediction_log_flush_seconds: float = 1.0
 
 
 def load_initial_table(settings: GatewaySettings) -> RouteTable:
@@ -134,9 +139,19 @@ class Gateway:
         self.random = random.Random()
         self.client = UpstreamClient()
         self.shadow_tasks: set[asyncio.Task[None]] = set()
+        self.prediction_log = (
+            PredictionLog(
+                url=settings.prediction_log_url,
+                token=settings.admin_token,
+                flush_seconds=settings.prediction_log_flush_seconds,
+            )
+            if settings.prediction_log_url
+            else None
+        )
 
     async def _startup(self) -> None:
-        pass
+        if self.prediction_log is not None:
+            self.prediction_log.start()
 
     async def _shutdown(self) -> None:
         # Shadows are best effort: a drain waits for callers, not for mirrored copies.
@@ -144,6 +159,8 @@ class Gateway:
             task.cancel()
         if self.shadow_tasks:
             await asyncio.gather(*self.shadow_tasks, return_exceptions=True)
+        if self.prediction_log is not None:
+            await self.prediction_log.stop()
         self.client.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -287,6 +304,8 @@ class Gateway:
         if series is not None:
             series.in_flight += 1
         status = 502
+        body = b""
+        response = None
         try:
             try:
                 body = await read_body(headers, receive, self.settings.max_body_bytes)
@@ -339,8 +358,21 @@ class Gateway:
             await respond(send, status, payload, response_headers)
         if series is not None:
             series.record_request(status, perf_counter() - started)
+        if inference and self.prediction_log is not None and payload is not None:
+            log = self.prediction_log
+            log.record(
+                request_id=identifier,
+                version=route.version,
+                role=route.role,
+                status=status,
+                latency=perf_counter() - started,
+                invocation=path == "/invocations",
+                body=payload if status == 200 else None,
+                header_length=_length(response) if response is not None else None,
+                inputs=body if body and log.wants_inputs() else None,
+            )
         if inference and status == 200 and table.shadows:
-            self._mirror(table, route, target, forward, body, response)
+            self._mirror(table, route, target, forward, body, response, identifier)
 
     def _mirror(
         self,
@@ -350,6 +382,7 @@ class Gateway:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         primary: UpstreamResponse,
+        identifier: str = "",
     ) -> None:
         for shadow in table.shadows:
             if shadow.version == route.version:
@@ -360,7 +393,7 @@ class Gateway:
                 self.metrics.shadow_dropped += 1
                 continue
             task = asyncio.create_task(
-                self._shadow(shadow, route.version, target, headers, body, primary)
+                self._shadow(shadow, route.version, target, headers, body, primary, identifier)
             )
             self.shadow_tasks.add(task)
             task.add_done_callback(self.shadow_tasks.discard)
@@ -373,6 +406,7 @@ class Gateway:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         primary: UpstreamResponse,
+        identifier: str = "",
     ) -> None:
         series = self.metrics.variant(shadow.version, "shadow")
         series.in_flight += 1
@@ -390,6 +424,19 @@ class Gateway:
         finally:
             series.in_flight -= 1
         series.record_request(status, perf_counter() - started)
+        if self.prediction_log is not None:
+            # Logged under the caller's request id, so the shadow's answer is compared with the
+            # primary's one by one (and joined to the same feedback).
+            self.prediction_log.record(
+                request_id=identifier,
+                version=shadow.version,
+                role="shadow",
+                status=status,
+                latency=perf_counter() - started,
+                invocation=target.split(b"?")[0].endswith(b"/invocations"),
+                body=response.body if response is not None and status == 200 else None,
+                header_length=_length(response) if response is not None else None,
+            )
         if response is None or status != 200:
             return
         try:
