@@ -20,7 +20,13 @@ FORBIDDEN = re.compile(
     r"^\s*(import|from)\s+(pickle|cPickle|_pickle|dill|joblib|cloudpickle|shelve)\b"
     r"|\b(pickle|joblib|cloudpickle|dill)\.(loads?|Unpickler)\b"
     r"|\btorch\.load\b"
-    r"|\bnumpy\.load\([^)]*allow_pickle\s*=\s*True|\bnp\.load\([^)]*allow_pickle\s*=\s*True",
+    r"|\bnumpy\.load\([^)]*allow_pickle\s*=\s*True|\bnp\.load\([^)]*allow_pickle\s*=\s*True"
+    r"|\ballow_pickle\s*=\s*True"
+    r"|\b(pandas|pd)\.read_pickle\b"
+    r"|\bmarshal\.loads?\b"
+    r"|\byaml\.(unsafe_load|full_load|load_all)\b"
+    r"|\byaml\.load\((?![^)]*Loader\s*=\s*(yaml\.)?C?SafeLoader)[^)]*\)"
+    r"|\bLoader\s*=\s*(yaml\.)?(Unsafe|Full)?Loader\b",
     re.MULTILINE,
 )
 
@@ -57,7 +63,26 @@ def test_the_pattern_catches_what_it_should():
         "import cloudpickle",
         "pickle.loads(b)",
         "np.load(f, allow_pickle=True)",
+        "numpy.load(path, allow_pickle=True)",
+        "joblib.load(path)",
+        "cloudpickle.loads(b)",
+        "import dill",
+        "pd.read_pickle(path)",
+        "marshal.loads(b)",
+        "yaml.load(text)",
+        "yaml.load(text, Loader=yaml.Loader)",
+        "yaml.unsafe_load(text)",
+        "yaml.full_load(text)",
+        "yaml.load(text, Loader=yaml.UnsafeLoader)",
     ]:
         assert FORBIDDEN.search(sample), sample
-    for sample in ["json.loads(x)", "onnx.load(path)", "np.load(f)"]:
+    for sample in [
+        "json.loads(x)",
+        "onnx.load(path)",
+        "np.load(f)",
+        "np.load(f, allow_pickle=False)",
+        "yaml.safe_load(text)",
+        "yaml.load(text, Loader=yaml.SafeLoader)",
+        "yaml.load(text, Loader=yaml.CSafeLoader)",
+    ]:
         assert not FORBIDDEN.search(sample), sample
