@@ -7,6 +7,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from deployments import images, reconciler
+from deployments.edge.tasks import advance_edge_rollouts  # noqa: F401 (registers the task)
 from deployments.models import Endpoint, EndpointStatus, Target, TargetKind
 from deployments.services import endpoint_advance_rollout
 

@@ -3,8 +3,8 @@ builds, and the deploy form the registry's version page links to."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.actor import Actor
@@ -212,5 +212,129 @@ def build_detail(request, build_id: int):
 
 @login_required
 def fleet_list(request):
-    """Edge fleets (edge targets) and their devices."""
-    return render(request, "deployments/fleet_list.html", {})
+    """Edge fleets (edge targets) of the user's teams, with device counts."""
+    from deployments.edge import selectors as edge_selectors
+
+    actor = Actor.from_request(request)
+    fleets = edge_selectors.fleet_list_for_actor(actor=actor)
+    return render(request, "deployments/fleet_list.html", {"fleets": fleets})
+
+
+def _fleet_context(request, target, **extra) -> dict:
+    from deployments.edge import selectors as edge_selectors
+    from deployments.edge.forms import EnrollmentCodeForm, RolloutForm
+
+    rollouts = [
+        {"rollout": rollout, "waves": edge_selectors.rollout_waves(rollout)}
+        for rollout in edge_selectors.rollout_list_for_fleet(target=target)[:20]
+    ]
+    devices = [
+        {"device": device, "online": edge_selectors.device_is_online(device)}
+        for device in edge_selectors.device_list_for_fleet(target=target)[:500]
+    ]
+    actor = Actor.from_request(request)
+    return {
+        "fleet": target,
+        "devices": devices,
+        "rollouts": rollouts,
+        "polling": any(edge_selectors.rollout_is_in_flight(row["rollout"]) for row in rollouts),
+        "can_deploy": actor.has_role(target.team_id, Role.DEPLOYER),
+        "code_form": EnrollmentCodeForm(),
+        "rollout_form": RolloutForm(),
+        **extra,
+    }
+
+
+@login_required
+def fleet_detail(request, name: str):
+    """One fleet: devices and rollouts; htmx polls the rollouts while one is in flight."""
+    from deployments.edge import selectors as edge_selectors
+
+    target = edge_selectors.fleet_get_for_actor(actor=Actor.from_request(request), name=name)
+    return render_page_or_partial(
+        request,
+        "deployments/fleet_detail.html",
+        "deployments/_fleet_rollouts.html",
+        _fleet_context(request, target),
+    )
+
+
+@login_required
+@require_POST
+def fleet_enrollment_code(request, name: str):
+    """Make a one-time enrollment code and show it once, on this response only."""
+    from deployments.edge import selectors as edge_selectors
+    from deployments.edge.forms import EnrollmentCodeForm, form_error
+    from deployments.edge.services import enrollment_code_create
+
+    actor = Actor.from_request(request)
+    target = edge_selectors.fleet_get_for_actor(actor=actor, name=name)
+    form = EnrollmentCodeForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise form_error(form)
+        _code, plain = enrollment_code_create(actor=actor, target=target, **form.cleaned_data)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("deployments:fleet-detail", target.name)
+    context = _fleet_context(request, target, new_code=plain)
+    return render(request, "deployments/fleet_detail.html", context)
+
+
+@login_required
+@require_POST
+def fleet_rollout_create(request, name: str):
+    """Start a staged rollout on this fleet."""
+    from deployments.edge import selectors as edge_selectors
+    from deployments.edge.forms import RolloutForm, form_error
+    from deployments.edge.services import edge_rollout_create
+
+    actor = Actor.from_request(request)
+    target = edge_selectors.fleet_get_for_actor(actor=actor, name=name)
+    form = RolloutForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise form_error(form)
+        rollout = edge_rollout_create(actor=actor, target=target, **form.options())
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Rollout {rollout.pk} to {rollout.to_version} started.")
+    return redirect("deployments:fleet-detail", target.name)
+
+
+@login_required
+@require_POST
+def fleet_rollout_action(request, name: str, rollout_id: int, action: str):
+    """Cancel or retry a rollout (both idempotent)."""
+    from deployments.edge import selectors as edge_selectors
+    from deployments.edge.services import edge_rollout_cancel, edge_rollout_retry
+
+    actor = Actor.from_request(request)
+    target = edge_selectors.fleet_get_for_actor(actor=actor, name=name)
+    rollout = get_object_or_404(edge_selectors.rollout_list_for_fleet(target=target), pk=rollout_id)
+    call = {"cancel": edge_rollout_cancel, "retry": edge_rollout_retry}.get(action)
+    if call is None:
+        raise Http404("No such action.")
+    try:
+        result = call(actor=actor, rollout=rollout)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Rollout {result.pk} is {result.status}.")
+    return redirect("deployments:fleet-detail", target.name)
+
+
+@login_required
+@require_POST
+def fleet_device_revoke(request, name: str, device: str):
+    """Revoke a device's token."""
+    from deployments.edge import selectors as edge_selectors
+    from deployments.edge.services import device_revoke
+
+    actor = Actor.from_request(request)
+    target = edge_selectors.fleet_get_for_actor(actor=actor, name=name)
+    row = get_object_or_404(edge_selectors.device_list_for_fleet(target=target), name=device)
+    device_revoke(actor=actor, device=row)
+    messages.success(request, f"Device {row.name} revoked.")
+    return redirect("deployments:fleet-detail", target.name)

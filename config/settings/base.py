@@ -271,6 +271,13 @@ WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600)
 PREDICTION_LOG_RETENTION_DAYS = env_int("PREDICTION_LOG_RETENTION_DAYS", 30)
 MODELDECK_INTERNAL_URL = env_str("MODELDECK_INTERNAL_URL", "http://127.0.0.1:8000")
 
+# Edge fleets. Enrollment codes live this long by default (and at most the maximum); a device
+# not heard from for EDGE_DEVICE_OFFLINE_SECONDS shows as offline on the fleet page.
+EDGE_ENROLLMENT_CODE_HOURS = env_int("EDGE_ENROLLMENT_CODE_HOURS", 24)
+EDGE_ENROLLMENT_CODE_MAX_HOURS = env_int("EDGE_ENROLLMENT_CODE_MAX_HOURS", 24 * 30)
+EDGE_DEVICE_OFFLINE_SECONDS = env_int("EDGE_DEVICE_OFFLINE_SECONDS", 120)
+EDGE_ROLLOUT_INTERVAL_SECONDS = env_float("EDGE_ROLLOUT_INTERVAL_SECONDS", 15.0)
+
 # One beat schedule for every periodic job; each entry says why it exists.
 RECONCILE_INTERVAL_SECONDS = env_float("RECONCILE_INTERVAL_SECONDS", 15.0)
 CELERY_BEAT_SCHEDULE = {
@@ -313,6 +320,12 @@ CELERY_BEAT_SCHEDULE = {
     "retry-webhook-deliveries": {
         "task": "monitoring.tasks.retry_webhook_deliveries",
         "schedule": 30.0,
+    },
+    # Fleet rollouts move on with device heartbeats; this starts waves whose rate limit or
+    # timeout ran out while no device reported (e.g. the whole wave is offline).
+    "advance-edge-rollouts": {
+        "task": "deployments.edge.tasks.advance_edge_rollouts",
+        "schedule": EDGE_ROLLOUT_INTERVAL_SECONDS,
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -1,0 +1,1 @@
+"""Edge fleets: enrollment, device desired state and heartbeats, staged fleet rollouts."""
