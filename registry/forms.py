@@ -85,3 +85,35 @@ class ApproveForm(forms.Form):
     comment = forms.CharField(
         required=False, max_length=2_000, widget=forms.Textarea(attrs={"rows": 2})
     )
+
+
+class BatchJobForm(forms.Form):
+    """A ready version (or model@alias) and the file it should score."""
+
+    version = forms.ChoiceField(help_text="A ready version, or an alias that names one.")
+    file = forms.FileField(
+        allow_empty_file=True,
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.parquet"}),
+        help_text="CSV with a header row (Parquet too when pyarrow is installed).",
+    )
+    key_column = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="Copied into the result next to the outputs. Default: a column named id, key "
+        "or row_id, else the row number.",
+    )
+
+    def __init__(self, *args, versions=(), aliases=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [(alias.__str__(), f"{alias} → v{alias.version.number}") for alias in aliases]
+        choices += [(version.reference, version.reference) for version in versions]
+        self.fields["version"].choices = choices
+
+
+class OptimizeForm(forms.Form):
+    method = forms.ChoiceField(
+        choices=[
+            ("int8", "Graph optimizations + dynamic int8 quantization"),
+            ("float16", "Graph optimizations + float16 weights"),
+        ]
+    )

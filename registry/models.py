@@ -239,3 +239,111 @@ class AliasEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Alias history is append-only.")
+
+
+class JobStatus(models.TextChoices):
+    """Where a background job on a version is: queued, working, or finished one way or another."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+JOB_ACTIVE = {JobStatus.PENDING, JobStatus.RUNNING}
+JOB_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+class BatchJob(TimeStampedModel):
+    """One input file scored by one version; the team is the version's model's team."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="batch_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
+    )
+    status_reason = models.TextField(blank=True)
+    # The input, stored under a key we made; the uploader's name is metadata only.
+    input_key = models.CharField(max_length=255, unique=True)
+    input_name = models.CharField(max_length=255, blank=True)
+    input_format = models.CharField(max_length=16, default="csv")
+    input_size = models.BigIntegerField(default=0)
+    input_sha256 = models.CharField(max_length=64, blank=True)
+    key_column = models.CharField(max_length=200, blank=True)
+    rows_total = models.BigIntegerField(null=True, blank=True)
+    rows_done = models.BigIntegerField(default=0)
+    rows_failed = models.BigIntegerField(default=0)
+    throughput = models.FloatField(null=True, blank=True)  # rows per second
+    # The first bad rows and why: [{row, reason}], capped; rows_failed counts them all.
+    errors = models.JSONField(default=list, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    result_key = models.CharField(max_length=255, blank=True)
+    result_size = models.BigIntegerField(null=True, blank=True)
+    # Incremented on every (re)start, so a stale worker's writes are fenced off.
+    attempt = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"batch job {self.pk} on {self.version}"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Succeeded, failed or cancelled: nothing changes any more."""
+        return self.status in JOB_TERMINAL
+
+    @property
+    def progress(self) -> int:
+        """Percent of rows handled (0-100)."""
+        if self.status == JobStatus.SUCCEEDED:
+            return 100
+        if not self.rows_total:
+            return 0
+        handled = self.rows_done + self.rows_failed
+        return min(100, int(100 * handled / self.rows_total))
+
+
+class OptimizationMethod(models.TextChoices):
+    """How an optimized version is made from its parent."""
+
+    INT8 = "int8", "Graph optimizations + dynamic int8 quantization"
+    FLOAT16 = "float16", "Graph optimizations + float16 weights"
+
+
+class Optimization(TimeStampedModel):
+    """One request to derive a smaller, faster version from a ready one."""
+
+    source = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="optimizations")
+    method = models.CharField(
+        max_length=16, choices=OptimizationMethod.choices, default=OptimizationMethod.INT8
+    )
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
+    )
+    status_reason = models.TextField(blank=True)
+    # Sizes, latency ratio, output agreement on the reference data, steps and notes.
+    report = models.JSONField(default=dict, blank=True)
+    result = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.method} optimization of {self.source}"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Finished one way or another."""
+        return self.status in JOB_TERMINAL

@@ -20,7 +20,10 @@ from registry.models import (
     Alias,
     AliasEvent,
     Artifact,
+    BatchJob,
+    JobStatus,
     ModelVersion,
+    Optimization,
     RegisteredModel,
     VersionStatus,
 )
@@ -290,3 +293,53 @@ def version_compare(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
         "identical": not any(differences.values()),
         "differences": {section: changes for section, changes in differences.items() if changes},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch jobs and optimizations.
+
+
+def batch_job_list_for_actor(*, actor: Actor, status: str = "") -> QuerySet[BatchJob]:
+    """Batch jobs on the versions of the actor's teams' models, newest first."""
+    jobs = BatchJob.objects.select_related("version", "version__model", "created_by")
+    if not actor.is_system:
+        jobs = jobs.filter(version__model__team_id__in=actor.team_ids)
+    if status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    return jobs.order_by("-created_at", "-id")
+
+
+def batch_job_get_for_actor(*, actor: Actor, job_id: Any) -> BatchJob:
+    """One batch job; another team's job does not exist for the caller (404)."""
+    try:
+        job_id = int(job_id)
+    except (TypeError, ValueError):
+        raise Http404("No such batch job.") from None
+    job = batch_job_list_for_actor(actor=actor).filter(pk=job_id).first() if job_id > 0 else None
+    if job is None:
+        raise Http404("No such batch job.")
+    return job
+
+
+def version_list_ready_for_actor(*, actor: Actor) -> QuerySet[ModelVersion]:
+    """Ready versions of the actor's teams' models (what a batch job can use)."""
+    versions = ModelVersion.objects.select_related("model").filter(status=VersionStatus.READY)
+    if not actor.is_system:
+        versions = versions.filter(model__team_id__in=actor.team_ids)
+    return versions.filter(model__archived_at__isnull=True).order_by("model__name", "-number")
+
+
+def optimization_list(*, version: ModelVersion) -> QuerySet[Optimization]:
+    """Optimizations requested from a version, newest first."""
+    return Optimization.objects.filter(source=version).select_related("result", "created_by")
+
+
+def optimization_between(a: ModelVersion, b: ModelVersion) -> Optimization | None:
+    """The succeeded optimization that derived one of the two versions from the other."""
+    return (
+        Optimization.objects.filter(
+            Q(source=a, result=b) | Q(source=b, result=a), status=JobStatus.SUCCEEDED
+        )
+        .select_related("source", "result")
+        .first()
+    )

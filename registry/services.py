@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import unicodedata
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -19,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.actor import Actor
@@ -31,13 +32,18 @@ from registry import inspection, profiling
 from registry.models import (
     ALIAS_NAME_PATTERN,
     DEFAULT_PROTECTED_ALIAS_NAMES,
+    JOB_ACTIVE,
     MODEL_NAME_PATTERN,
     Alias,
     AliasEvent,
     Approval,
     Artifact,
     ArtifactKind,
+    BatchJob,
+    JobStatus,
     ModelVersion,
+    Optimization,
+    OptimizationMethod,
     RegisteredModel,
     VersionStatus,
     is_reserved_alias_name,
@@ -478,7 +484,13 @@ def version_register(
 
 
 def _version_create(
-    *, actor: Actor, model: RegisteredModel, artifacts: list, fields: dict
+    *,
+    actor: Actor,
+    model: RegisteredModel,
+    artifacts: list,
+    fields: dict,
+    audit_action: str = "version.register",
+    audit_data: dict | None = None,
 ) -> ModelVersion:
     """Store the files, then number and record the version in one transaction."""
     stored: list[str] = []
@@ -512,7 +524,7 @@ def _version_create(
                 )
             audit_record(
                 actor=actor,
-                action="version.register",
+                action=audit_action,
                 target=version,
                 team=model.team_id,
                 data={
@@ -520,6 +532,7 @@ def _version_create(
                     "sha256": model_file.sha256,
                     "size": model_file.size,
                     "reference": fields["reference_profile"] is not None,
+                    **(audit_data or {}),
                 },
             )
             _enqueue_validation(version.pk)
@@ -836,3 +849,361 @@ def alias_delete(*, actor: Actor, model: RegisteredModel, name: str, reason: str
         actor_label=actor.label[:200],
         reason=reason,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch prediction jobs.
+
+
+def _batch_setting(name: str, default: int) -> int:
+    return getattr(settings, name, default)
+
+
+def _enqueue(task_name: str, object_id: int) -> None:
+    """After commit, queue a registry task by name; a lost message is re-queued by beat."""
+    from registry import tasks
+
+    def send() -> None:
+        try:
+            getattr(tasks, task_name).delay(object_id)
+        except Exception as error:  # broker errors have no common type; the row stays pending
+            logger.warning("Could not queue %s(%s): %s", task_name, object_id, error)
+
+    transaction.on_commit(send)
+
+
+def batch_job_create(
+    *, actor: Actor, version_reference: str, file: UploadedFile, key_column: str = ""
+) -> BatchJob:
+    """Store an input file and queue a job that scores it with a ready version (scientist).
+
+    The file's header is checked against the version's signature now, so a file that cannot
+    fit is refused with nothing stored; bad rows are found (and reported) by the job.
+    """
+    from registry import batch, selectors
+
+    version = selectors.version_resolve(actor=actor, reference=version_reference)
+    require_role(actor, version.model.team_id, Role.SCIENTIST)
+    if version.status != VersionStatus.READY:
+        raise _field_error(
+            "version",
+            f"Version {version.reference} is {version.status}; only ready versions score files.",
+            status=409,
+        )
+    key_column = (key_column or "").strip()
+    if len(key_column) > 200 or _has_control_characters(key_column):
+        raise _field_error("key_column", "The key column is a column name of the file's header.")
+    limit = _batch_setting("BATCH_MAX_INPUT_BYTES", 1024**3)
+    upload = as_hashed_upload(file, limit=limit)
+    try:
+        if upload.size > limit:
+            raise UploadTooLarge(limit)
+        path = Path(upload.temporary_file_path())
+        parquet = batch.is_parquet(path) if upload.size >= 8 else False
+        try:
+            header = batch.read_header(path, parquet=parquet)
+            plan = batch.plan_columns(header, version.signature, key_column)
+        except batch.Refusal as refusal:
+            raise _field_error("file", refusal.message) from None
+        input_format = "parquet" if parquet else "csv"
+        key = f"batch/{version.model.team_id}/{uuid.uuid4().hex}.{input_format}"
+        stored = _store_at(upload, key)
+        try:
+            with transaction.atomic():
+                job = BatchJob.objects.create(
+                    version=version,
+                    created_by=actor.user,
+                    input_key=stored,
+                    input_name=upload.name or "",
+                    input_format=input_format,
+                    input_size=upload.size,
+                    input_sha256=upload.sha256,
+                    key_column=key_column,
+                    report={"plan": plan.describe()},
+                )
+                audit_record(
+                    actor=actor,
+                    action="batch_job.create",
+                    target=job,
+                    team=version.model.team_id,
+                    data={
+                        "version": version.reference,
+                        "size": upload.size,
+                        "sha256": upload.sha256,
+                        "format": input_format,
+                    },
+                )
+                _enqueue("run_batch_job", job.pk)
+        except BaseException:
+            artifact_storage().delete(stored)
+            raise
+    finally:
+        upload.close()
+    return job
+
+
+def _store_at(upload: HashedUpload, key: str) -> str:
+    saved = artifact_storage().save(key, upload)
+    if saved != key:  # the key is fresh; a backend renaming it would break the link
+        artifact_storage().delete(saved)
+        raise ApplicationError("The artifact storage renamed a new file; nothing was stored.")
+    return saved
+
+
+@transaction.atomic
+def batch_job_cancel(*, actor: Actor, job: BatchJob) -> BatchJob:
+    """Stop a pending or running job (scientist); the worker stops between chunks."""
+    team_id = job.version.model.team_id
+    require_role(actor, team_id, Role.SCIENTIST)
+    updated = BatchJob.objects.filter(pk=job.pk, status__in=JOB_ACTIVE).update(
+        status=JobStatus.CANCELLED,
+        status_reason=f"Cancelled by {actor.label}."[:500],
+        finished_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    if not updated:
+        raise ApplicationError(
+            f"Batch job {job.pk} has already {job.status}; there is nothing to cancel.",
+            status=409,
+        )
+    audit_record(actor=actor, action="batch_job.cancel", target=job, team=team_id)
+    return job
+
+
+def batch_job_start(*, job_id: int, stale_before=None) -> int | None:
+    """Compare-and-set pending → running (or take over a running job whose worker went
+    silent before `stale_before`); returns the new attempt number, None when not ours."""
+    now = timezone.now()
+    claimable = BatchJob.objects.filter(pk=job_id, status=JobStatus.PENDING)
+    if stale_before is not None:
+        claimable = BatchJob.objects.filter(pk=job_id).filter(
+            Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, updated_at__lt=stale_before)
+        )
+    with transaction.atomic():
+        job = claimable.select_for_update().first()
+        if job is None:
+            return None
+        attempt = job.attempt + 1
+        BatchJob.objects.filter(pk=job_id).update(
+            status=JobStatus.RUNNING,
+            attempt=attempt,
+            started_at=now,
+            rows_done=0,
+            rows_failed=0,
+            errors=[],
+            throughput=None,
+            updated_at=now,
+        )
+    return attempt
+
+
+def batch_job_record_progress(*, job_id: int, attempt: int, **fields) -> bool:
+    """Write a running job's progress; False when it is no longer ours (cancelled, taken over)."""
+    allowed = {"rows_total", "rows_done", "rows_failed", "throughput", "errors", "report"}
+    values = {key: value for key, value in fields.items() if key in allowed}
+    return bool(
+        BatchJob.objects.filter(pk=job_id, status=JobStatus.RUNNING, attempt=attempt).update(
+            **values, updated_at=timezone.now()
+        )
+    )
+
+
+def batch_job_finish(
+    *,
+    job_id: int,
+    attempt: int,
+    ok: bool,
+    reason: str = "",
+    result_path: Path | None = None,
+    fields: dict | None = None,
+) -> bool:
+    """Compare-and-set running → succeeded (storing the result file) or failed, with one
+    audit row; False (and nothing stored) when the job was cancelled or taken over."""
+    job = BatchJob.objects.select_related("version__model").filter(pk=job_id).first()
+    if job is None:
+        return False
+    values = {
+        key: value
+        for key, value in (fields or {}).items()
+        if key in {"rows_total", "rows_done", "rows_failed", "throughput", "errors", "report"}
+    }
+    stored = None
+    if ok and result_path is not None:
+        key = f"batch/{job.version.model.team_id}/{uuid.uuid4().hex}-result.csv"
+        upload = HashedUpload.from_path(result_path, name="result.csv")
+        try:
+            stored = _store_at(upload, key)
+        finally:
+            upload.close()
+        values.update(result_key=stored, result_size=artifact_storage().size(stored))
+    try:
+        with transaction.atomic():
+            updated = BatchJob.objects.filter(
+                pk=job_id, status=JobStatus.RUNNING, attempt=attempt
+            ).update(
+                status=JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
+                status_reason="" if ok else (reason or "The batch job failed.")[:5_000],
+                finished_at=timezone.now(),
+                updated_at=timezone.now(),
+                **values,
+            )
+            if updated:
+                job.refresh_from_db()
+                audit_record(
+                    actor=Actor.system("batch"),
+                    action=f"batch_job.{job.status}",
+                    target=job,
+                    team=job.version.model.team_id,
+                    data={
+                        "rows_done": job.rows_done,
+                        "rows_failed": job.rows_failed,
+                        "reason": job.status_reason[:500],
+                    },
+                )
+    except BaseException:
+        if stored:
+            artifact_storage().delete(stored)
+        raise
+    if not updated and stored:
+        artifact_storage().delete(stored)
+    return bool(updated)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimization: a smaller, faster version derived from a ready one.
+
+
+@transaction.atomic
+def version_optimize(
+    *, actor: Actor, version: ModelVersion, method: str = OptimizationMethod.INT8
+) -> Optimization:
+    """Queue the derivation of an optimized version from a ready one (scientist)."""
+    require_role(actor, version.model.team_id, Role.SCIENTIST)
+    if method not in OptimizationMethod.values:
+        raise _field_error(
+            "method", f"The method is one of: {', '.join(OptimizationMethod.values)}."
+        )
+    locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if locked.status != VersionStatus.READY:
+        raise _field_error(
+            "version",
+            f"Only ready versions can be optimized; version {locked.number} is {locked.status}.",
+            status=409,
+        )
+    if version.model.is_archived:
+        raise ApplicationError(f"Model {version.model.name!r} is archived.", status=409)
+    running = Optimization.objects.filter(source=locked, method=method, status__in=JOB_ACTIVE)
+    if running.exists():
+        raise ApplicationError(
+            f"A {method} optimization of version {locked.number} is already running.", status=409
+        )
+    optimization = Optimization.objects.create(source=locked, method=method, created_by=actor.user)
+    audit_record(
+        actor=actor,
+        action="version.optimize",
+        target=locked,
+        team=version.model.team_id,
+        data={"method": method, "optimization": optimization.pk},
+    )
+    _enqueue("optimize_version", optimization.pk)
+    return optimization
+
+
+def optimization_start(*, optimization_id: int, stale_before=None) -> bool:
+    """Compare-and-set pending → running (or take over one whose worker died)."""
+    claimable = Q(status=JobStatus.PENDING)
+    if stale_before is not None:
+        claimable |= Q(status=JobStatus.RUNNING, started_at__lt=stale_before)
+    return bool(
+        Optimization.objects.filter(claimable, pk=optimization_id).update(
+            status=JobStatus.RUNNING, started_at=timezone.now(), updated_at=timezone.now()
+        )
+    )
+
+
+def optimization_fail(*, optimization_id: int, reason: str, report: dict | None = None) -> bool:
+    """Compare-and-set running → failed with a readable reason and one audit row."""
+    with transaction.atomic():
+        updated = Optimization.objects.filter(pk=optimization_id, status=JobStatus.RUNNING).update(
+            status=JobStatus.FAILED,
+            status_reason=reason[:5_000],
+            report=_without_nul(report or {}),
+            updated_at=timezone.now(),
+        )
+        if updated:
+            optimization = Optimization.objects.select_related("source__model").get(
+                pk=optimization_id
+            )
+            audit_record(
+                actor=Actor.system("optimization"),
+                action="optimization.failed",
+                target=optimization.source,
+                team=optimization.source.model.team_id,
+                data={"optimization": optimization_id, "reason": reason[:500]},
+            )
+    return bool(updated)
+
+
+def optimization_succeed(
+    *, optimization_id: int, model_path: Path, report: dict
+) -> ModelVersion | None:
+    """Register the optimized file as the next version (derived from the source, validated
+    like any upload) and mark the optimization succeeded, in one transaction."""
+    optimization = (
+        Optimization.objects.select_related("source__model", "created_by")
+        .filter(pk=optimization_id, status=JobStatus.RUNNING)
+        .first()
+    )
+    if optimization is None:
+        return None
+    source = optimization.source
+    user = optimization.created_by
+    actor = Actor(
+        user=user,
+        label=f"{user.get_username() if user else 'system'} (optimization)",
+    )
+    upload = HashedUpload.from_path(
+        model_path, name=f"{source.model.name}-{source.number}-{optimization.method}.onnx"
+    )
+    artifacts = [(ArtifactKind.MODEL, upload, "application/octet-stream")]
+    reference = source.artifacts.filter(kind=ArtifactKind.REFERENCE).first()
+    reference_upload = None
+    try:
+        if reference is not None:
+            from registry.storage import open_artifact
+
+            with open_artifact(reference) as stream:
+                reference_upload = HashedUpload.from_stream(
+                    stream, name=reference.original_name or "reference.csv"
+                )
+            artifacts.append((ArtifactKind.REFERENCE, reference_upload, "text/csv"))
+        with transaction.atomic():
+            locked = Optimization.objects.select_for_update().get(pk=optimization_id)
+            if locked.status != JobStatus.RUNNING:
+                return None
+            version = _version_create(
+                actor=actor,
+                model=source.model,
+                artifacts=artifacts,
+                fields={
+                    "metrics": {},
+                    "params": {**source.params, "optimization": optimization.method},
+                    "source": source.source,
+                    "git_commit": source.git_commit,
+                    "data_reference": source.data_reference,
+                    "derived_from": source,
+                    "reference_profile": source.reference_profile,
+                },
+                audit_action="version.optimized",
+                audit_data={"from": source.number, "method": optimization.method},
+            )
+            locked.status = JobStatus.SUCCEEDED
+            locked.result = version
+            locked.report = _without_nul(report)
+            locked.save(update_fields=["status", "result", "report", "updated_at"])
+    finally:
+        upload.close()
+        if reference_upload is not None:
+            reference_upload.close()
+    return version

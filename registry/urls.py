@@ -8,6 +8,11 @@ app_name = "registry"
 urlpatterns = [
     path("", views.model_list, name="model-list"),
     path("_new/", views.model_create, name="model-create"),
+    path("_batch/", views.batch_job_list, name="batch-job-list"),
+    path("_batch/new/", views.batch_job_create, name="batch-job-create"),
+    path("_batch/<int:job_id>/", views.batch_job_detail, name="batch-job-detail"),
+    path("_batch/<int:job_id>/cancel/", views.batch_job_cancel, name="batch-job-cancel"),
+    path("_batch/<int:job_id>/result/", views.batch_job_result, name="batch-job-result"),
     path("<str:name>/", views.model_detail, name="model-detail"),
     path("<str:name>/archive/", views.model_archive, name="model-archive"),
     path("<str:name>/upload/", views.version_upload, name="version-upload"),
@@ -20,6 +25,11 @@ urlpatterns = [
     ),
     path(
         "<str:name>/versions/<int:number>/archive/", views.version_archive, name="version-archive"
+    ),
+    path(
+        "<str:name>/versions/<int:number>/optimize/",
+        views.version_optimize,
+        name="version-optimize",
     ),
     path(
         "<str:name>/versions/<int:number>/files/<str:kind>/",

@@ -1,5 +1,7 @@
-"""Registry pages: model list and page, version page, compare, upload, alias changes."""
+"""Registry pages: model list and page, version page, compare, upload, alias changes,
+optimization and batch prediction jobs."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, JsonResponse
@@ -15,14 +17,17 @@ from common.errors import ApplicationError
 from common.htmx import render_page_or_partial
 from common.pagination import paginate
 from registry import selectors, services
+from registry.api.views import batch_result_response
 from registry.forms import (
     AliasSetForm,
     ApproveForm,
+    BatchJobForm,
     ModelCreateForm,
+    OptimizeForm,
     VersionUploadForm,
     parse_tag_lines,
 )
-from registry.models import Approval, ArtifactKind
+from registry.models import Alias, Approval, ArtifactKind, JobStatus, VersionStatus
 from registry.storage import open_artifact
 from registry.uploads import CappedHashingUploadHandler
 
@@ -172,6 +177,8 @@ def version_detail(request, name: str, number: int):
         "can_write": actor.has_role(model.team_id, Role.SCIENTIST),
         "can_deploy": actor.has_role(model.team_id, Role.DEPLOYER),
         "report_items": _report_items(version.validation_report),
+        "optimize_form": OptimizeForm(),
+        "optimizations": list(selectors.optimization_list(version=version)[:20]),
     }
     response = render_page_or_partial(
         request, "registry/version_detail.html", "registry/_version_status.html", context
@@ -277,13 +284,14 @@ def version_compare(request, name: str):
     actor, model = _model(request, name)
     versions = selectors.version_list(actor=actor, model=model)
     numbers = [request.GET.get(key, "") for key in ("a", "b")]
-    comparison = None
+    comparison = optimization = None
     if all(number.isdigit() and len(number) < 10 for number in numbers):
         first, second = (
             selectors.version_get(actor=actor, model=model, number=int(number))
             for number in numbers
         )
         comparison = selectors.version_compare(first, second)
+        optimization = selectors.optimization_between(first, second)
     return render(
         request,
         "registry/compare.html",
@@ -293,6 +301,7 @@ def version_compare(request, name: str):
             "a": numbers[0],
             "b": numbers[1],
             "comparison": comparison,
+            "optimization": optimization,
         },
     )
 
@@ -369,3 +378,148 @@ def _upload_refused(request, name: str, error: ApplicationError, *, form=None):
         {"model": model, "form": form, "error": error.message},
         status=error.status,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimization and batch jobs.
+
+
+@login_required
+@require_POST
+def version_optimize(request, name: str, number: int):
+    """Queue an optimized version derived from this one (scientists)."""
+    actor, model = _model(request, name)
+    version = selectors.version_get(actor=actor, model=model, number=number)
+    form = OptimizeForm(request.POST)
+    method = form.cleaned_data["method"] if form.is_valid() else "int8"
+    try:
+        services.version_optimize(actor=actor, version=version, method=method)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(
+            request,
+            f"Optimizing version {version.number} ({method}); the new version appears below "
+            "when it is registered.",
+        )
+    return redirect("registry:version-detail", name=model.name, number=version.number)
+
+
+def _batch_form(actor, data=None, files=None) -> BatchJobForm:
+    versions = list(selectors.version_list_ready_for_actor(actor=actor)[:500])
+    aliases = (
+        Alias.objects.filter(model__team_id__in=actor.team_ids, version__status=VersionStatus.READY)
+        .select_related("model", "version")
+        .order_by("model__name", "name")[:500]
+    )
+    return BatchJobForm(data, files, versions=versions, aliases=aliases)
+
+
+@login_required
+@require_GET
+def batch_job_list(request):
+    """Batch jobs of the user's teams, newest first."""
+    actor = Actor.from_request(request)
+    jobs = selectors.batch_job_list_for_actor(actor=actor, status=request.GET.get("status", ""))
+    can_create = any(actor.has_role(team_id, Role.SCIENTIST) for team_id in actor.team_ids)
+    return render(
+        request,
+        "registry/batch_list.html",
+        {"page": paginate(request, jobs), "can_create": can_create},
+    )
+
+
+@login_required
+@csrf_exempt
+def batch_job_create(request):
+    """The new-job page; the upload goes through the capped, hashing handler before the CSRF
+    check reads the body (see `version_upload`)."""
+    if request.method == "POST":
+        request.upload_handlers = [
+            CappedHashingUploadHandler(
+                request, max_bytes=getattr(settings, "BATCH_MAX_INPUT_BYTES", 1024**3)
+            )
+        ]
+    try:
+        return _batch_job_create(request)
+    except ApplicationError as error:  # the upload handler's 413, raised while reading
+        actor = Actor.from_request(request)
+        context = {"form": _batch_form(actor), "error": error.message}
+        return render(request, "registry/batch_new.html", context, status=error.status)
+
+
+@csrf_protect
+def _batch_job_create(request):
+    actor = Actor.from_request(request)
+    if request.method not in ("GET", "HEAD", "POST"):
+        return JsonResponse({"error": "Method not allowed.", "detail": {}}, status=405)
+    if request.method != "POST":
+        initial = {"version": request.GET.get("version", "")[:200]}
+        form = _batch_form(actor)
+        form.initial = initial
+        return render(request, "registry/batch_new.html", {"form": form})
+    form = _batch_form(actor, request.POST, request.FILES)
+    error = None
+    if form.is_valid():
+        try:
+            job = services.batch_job_create(
+                actor=actor,
+                version_reference=form.cleaned_data["version"],
+                file=form.cleaned_data["file"],
+                key_column=form.cleaned_data["key_column"],
+            )
+        except ApplicationError as refused:
+            error = refused
+        else:
+            messages.success(request, f"Batch job {job.pk} queued.")
+            return redirect("registry:batch-job-detail", job_id=job.pk)
+    context = {"form": form, "error": error.message if error else "Check the fields below."}
+    return render(request, "registry/batch_new.html", context, status=getattr(error, "status", 400))
+
+
+@login_required
+@require_GET
+def batch_job_detail(request, job_id: int):
+    """One job; its progress part is an htmx partial that polls while the job can change."""
+    actor = Actor.from_request(request)
+    job = selectors.batch_job_get_for_actor(actor=actor, job_id=job_id)
+    context = {
+        "job": job,
+        "can_write": actor.has_role(job.version.model.team_id, Role.SCIENTIST),
+    }
+    response = render_page_or_partial(
+        request, "registry/batch_detail.html", "registry/_batch_status.html", context
+    )
+    if getattr(request, "htmx", False) and job.is_terminal:
+        # Finished: reload the whole page so the errors table and the download link appear.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def batch_job_cancel(request, job_id: int):
+    """Cancel a job (confirmed in the browser through the form's data-confirm)."""
+    actor = Actor.from_request(request)
+    job = selectors.batch_job_get_for_actor(actor=actor, job_id=job_id)
+    try:
+        services.batch_job_cancel(actor=actor, job=job)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Batch job {job.pk} cancelled.")
+    return redirect("registry:batch-job-detail", job_id=job.pk)
+
+
+@login_required
+@require_GET
+def batch_job_result(request, job_id: int):
+    """The result CSV, as an attachment."""
+    actor = Actor.from_request(request)
+    job = selectors.batch_job_get_for_actor(actor=actor, job_id=job_id)
+    if job.status != JobStatus.SUCCEEDED or not job.result_key:
+        raise Http404("This job has no result.")
+    try:
+        return batch_result_response(job)
+    except ApplicationError as error:
+        raise Http404(error.message) from None

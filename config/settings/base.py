@@ -293,6 +293,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "registry.tasks.requeue_stale_validations",
         "schedule": 60.0,
     },
+    # Batch jobs whose message was lost or whose worker died are re-queued; the job restarts
+    # from its stored input under a new attempt number, so a stale worker's writes are fenced.
+    "requeue-stale-batch-jobs": {
+        "task": "registry.tasks.requeue_stale_batch_jobs",
+        "schedule": 120.0,
+    },
     # Pull every live runtime's /metrics into minute rows; a stale scrape is dropped, not queued.
     "scrape-runtime-metrics": {
         "task": "monitoring.tasks.scrape_all",
@@ -333,6 +339,19 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Registry validation limits (a hostile model can only kill the child process).
 VALIDATION_TIMEOUT_SECONDS = env_int("VALIDATION_TIMEOUT_SECONDS", 120)
 VALIDATION_MEMORY_BYTES = env_int("VALIDATION_MEMORY_BYTES", 4 * 1024**3)
+
+# Batch prediction jobs (registry/batch.py scores in a child process with these limits).
+BATCH_MAX_INPUT_BYTES = env_int("BATCH_MAX_INPUT_BYTES", 1024**3)
+BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
+BATCH_MAX_ERRORS = env_int("BATCH_MAX_ERRORS", 100)
+BATCH_MAX_CELL_CHARS = env_int("BATCH_MAX_CELL_CHARS", 10_000)
+BATCH_MEMORY_BYTES = env_int("BATCH_MEMORY_BYTES", 4 * 1024**3)
+BATCH_TIMEOUT_SECONDS = env_int("BATCH_TIMEOUT_SECONDS", 6 * 3600)
+# Optimization (registry/optimize.py): "basic" or "extended" keep the graph portable.
+OPTIMIZE_GRAPH_LEVEL = env_str("OPTIMIZE_GRAPH_LEVEL", "basic")
+OPTIMIZE_TIMEOUT_SECONDS = env_int("OPTIMIZE_TIMEOUT_SECONDS", 600)
+OPTIMIZE_MEMORY_BYTES = env_int("OPTIMIZE_MEMORY_BYTES", 4 * 1024**3)
+OPTIMIZE_REFERENCE_ROWS = env_int("OPTIMIZE_REFERENCE_ROWS", 1_000)
 
 # Local deployment target.
 LOCAL_TARGET_PORT_RANGE = env_str("LOCAL_TARGET_PORT_RANGE", "18100-18999")

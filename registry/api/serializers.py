@@ -1,8 +1,19 @@
 """Registry API representations and the small input serializers of its operations."""
 
+from django.urls import reverse
 from rest_framework import serializers
 
-from registry.models import Alias, AliasEvent, ArtifactKind, ModelVersion, RegisteredModel
+from registry.models import (
+    Alias,
+    AliasEvent,
+    ArtifactKind,
+    BatchJob,
+    JobStatus,
+    ModelVersion,
+    Optimization,
+    OptimizationMethod,
+    RegisteredModel,
+)
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
@@ -174,3 +185,79 @@ class CompareSerializer(serializers.Serializer):
     b = serializers.CharField()
     identical = serializers.BooleanField()
     differences = serializers.DictField()
+
+
+class BatchJobSerializer(serializers.ModelSerializer):
+    """A batch job as API.md describes it; `errors` holds the first bad rows and why."""
+
+    version = serializers.CharField(source="version.reference", read_only=True)
+    progress = serializers.IntegerField(read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    result_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BatchJob
+        fields = [
+            "id",
+            "version",
+            "status",
+            "status_reason",
+            "progress",
+            "rows_done",
+            "rows_failed",
+            "rows_total",
+            "throughput",
+            "errors",
+            "input_name",
+            "input_format",
+            "input_size",
+            "input_sha256",
+            "key_column",
+            "result_size",
+            "result_url",
+            "report",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_result_url(self, job: BatchJob) -> str | None:
+        if job.status != JobStatus.SUCCEEDED or not job.result_key:
+            return None
+        return reverse("batch-job-result", args=[job.pk])
+
+
+class BatchJobCreateSerializer(serializers.Serializer):
+    """multipart: `version` ("model:N" or "model@alias"), the input `file`, an optional
+    `key_column` copied into the result (default: a column named id, key or row_id)."""
+
+    version = serializers.CharField(max_length=200)
+    file = serializers.FileField(allow_empty_file=True, use_url=False)
+    key_column = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class OptimizeSerializer(serializers.Serializer):
+    method = serializers.ChoiceField(
+        choices=OptimizationMethod.values, default=OptimizationMethod.INT8
+    )
+
+
+class OptimizationSerializer(serializers.ModelSerializer):
+    source = serializers.SlugRelatedField(slug_field="number", read_only=True)
+    result = serializers.SlugRelatedField(slug_field="number", read_only=True)
+
+    class Meta:
+        model = Optimization
+        fields = [
+            "id",
+            "source",
+            "method",
+            "status",
+            "status_reason",
+            "result",
+            "report",
+            "created_at",
+        ]
+        read_only_fields = fields

@@ -9,5 +9,6 @@ router = SimpleRouter()
 router.register("models", views.RegisteredModelViewSet, basename="model")
 router.register(f"{MODEL}/versions", views.ModelVersionViewSet, basename="model-version")
 router.register(f"{MODEL}/aliases", views.AliasViewSet, basename="model-alias")
+router.register("batch-jobs", views.BatchJobViewSet, basename="batch-job")
 
 urlpatterns = [*router.urls]
