@@ -1,0 +1,168 @@
+"""Duplicate delivery of every Celery task is harmless: the second run changes nothing.
+
+The task list comes from the Celery app, so a task added without a case here fails
+`test_every_task_has_a_duplicate_delivery_case`.
+"""
+
+import json
+
+import pytest
+from django.apps import apps
+
+from config.celery import app as celery_app
+from deployments import services as deployment_services
+from deployments.models import Build, Target, TargetKind
+from monitoring import services as monitoring_services
+from monitoring.models import WebhookEvent
+from registry.models import VersionStatus
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fault]
+
+# Periodic jobs take no arguments: run them as beat would, twice.
+PERIODIC = {
+    "deployments.tasks.reconcile_all",
+    "deployments.edge.tasks.advance_edge_rollouts",
+    "monitoring.tasks.compute_drift_all",
+    "monitoring.tasks.evaluate_alerts",
+    "monitoring.tasks.evaluate_experiments",
+    "monitoring.tasks.evaluate_rollback_policies",
+    "monitoring.tasks.prune_prediction_log",
+    "monitoring.tasks.retry_webhook_deliveries",
+    "monitoring.tasks.rollup_metrics",
+    "monitoring.tasks.scrape_all",
+    "registry.tasks.requeue_stale_batch_jobs",
+    "registry.tasks.requeue_stale_validations",
+}
+
+
+def registered_tasks() -> set[str]:
+    celery_app.loader.import_default_modules()
+    return {name for name in celery_app.tasks if not name.startswith("celery.")}
+
+
+def state() -> dict:
+    """Every row of our apps; timestamps out (a second run may touch `updated_at`)."""
+    found = {}
+    for label in ("accounts", "registry", "deployments", "monitoring"):
+        for model in apps.get_app_config(label).get_models():
+            rows = [
+                {k: v for k, v in row.items() if not k.endswith("_at") and k != "log"}
+                for row in model.objects.order_by("pk").values()
+            ]
+            found[model._meta.label_lower] = json.dumps(rows, default=str, sort_keys=True)
+    return found
+
+
+def run_twice(name: str, *args) -> tuple[dict, dict]:
+    task = celery_app.tasks[name]
+    task.apply(args=args).get(propagate=True)
+    first = state()
+    task.apply(args=args).get(propagate=True)
+    return first, state()
+
+
+def _changed(first, second):
+    return sorted(k for k in first if first[k] != second[k])
+
+
+# --- cases for the tasks that take an id -------------------------------------------------------
+
+
+def case_validate_version(world):
+    version = _pending_version(world)
+    first, second = run_twice("registry.tasks.validate_version", version.pk)
+    version.refresh_from_db()
+    assert version.status == VersionStatus.READY, version.status_reason
+    return first, second
+
+
+def versions_model(world):
+    return world["versions"][1].model
+
+
+def _pending_version(world):
+    from tests.deployments.conftest import make_version
+
+    return make_version(versions_model(world), number=7, status=VersionStatus.PENDING)
+
+
+def case_reconcile_endpoint(world):
+    endpoint = deployment_services.endpoint_create(
+        actor=world["system"], name="twice", target=world["target"], version=world["versions"][1]
+    )
+    first, second = run_twice("deployments.tasks.reconcile_endpoint", endpoint.pk)
+    endpoint.refresh_from_db()
+    assert endpoint.status == "live", endpoint.status_reason
+    return first, second
+
+
+def case_build_version_image(world):
+    target = Target.objects.create(
+        team=world["target"].team,
+        name="docker-nowhere",
+        kind=TargetKind.DOCKER,
+        config={"docker_host": "tcp://127.0.0.1:9"},
+    )
+    build = Build.objects.create(
+        version=world["versions"][1], target=target, base_image="python:3.11-slim"
+    )
+    first, second = run_twice("deployments.tasks.build_version_image", build.pk)
+    build.refresh_from_db()
+    assert build.status == "failed"  # no engine there: one failure, recorded once
+    return first, second
+
+
+def case_deliver_webhook(world):
+    webhook = monitoring_services.webhook_create(
+        actor=world["system"],
+        team=world["target"].team,
+        name="hook",
+        url="https://127.0.0.1:9/hook",
+        events=[WebhookEvent.ALERT_OPENED],
+    )
+    delivery = monitoring_services.webhook_ping(actor=world["system"], webhook=webhook)
+    return run_twice("monitoring.tasks.deliver_webhook", delivery.pk)
+
+
+WITH_ID = {
+    "registry.tasks.validate_version": case_validate_version,
+    "deployments.tasks.reconcile_endpoint": case_reconcile_endpoint,
+    "deployments.tasks.build_version_image": case_build_version_image,
+    "monitoring.tasks.deliver_webhook": case_deliver_webhook,
+}
+
+
+def test_every_task_has_a_duplicate_delivery_case():
+    assert sorted(registered_tasks() - PERIODIC - set(WITH_ID)) == []
+
+
+@pytest.fixture
+def fault_world(versions, dev_target, system, runtime_processes):
+    return {"versions": versions, "target": dev_target, "system": system}
+
+
+@pytest.mark.parametrize("name", sorted(WITH_ID))
+def test_a_second_delivery_of_a_task_changes_nothing(name, fault_world):
+    first, second = WITH_ID[name](fault_world)
+    assert _changed(first, second) == []
+
+
+@pytest.mark.parametrize("name", sorted(PERIODIC))
+def test_a_second_run_of_a_periodic_job_changes_nothing(name, fault_world):
+    if name not in registered_tasks():
+        pytest.fail(f"{name} is listed here but no longer registered")
+    deployment_services.endpoint_create(
+        actor=fault_world["system"],
+        name="periodic",
+        target=fault_world["target"],
+        version=fault_world["versions"][1],
+    )
+    celery_app.tasks["deployments.tasks.reconcile_endpoint"].apply(
+        args=(deployment_services.Endpoint.objects.get(name="periodic").pk,)
+    )
+    first, second = run_twice(name)
+    changed = _changed(first, second)
+    if name == "monitoring.tasks.scrape_all":
+        # Each scrape is a new observation of live counters; the minute rows must not double.
+        changed.remove("monitoring.scrapestate") if "monitoring.scrapestate" in changed else None
+    assert changed == []
