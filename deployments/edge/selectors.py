@@ -129,6 +129,9 @@ def device_manifest(device: EdgeDevice) -> dict:
                 "size": artifact.size if artifact else 0,
                 "artifact": reverse("edge-artifact", args=[version.pk]),
                 "signature": version.signature or {},
+                # Histogram edges of the reference inputs (no raw data): the device's version
+                # server tracks its inputs on them, so drift checks compare like with like.
+                "profile": version.reference_profile or None,
             }
         )
     return {"manifest": manifest, "signature": sign(manifest, device.signing_key)}

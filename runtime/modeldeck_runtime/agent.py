@@ -54,7 +54,7 @@ from modeldeck_runtime import __version__
 logger = logging.getLogger("modeldeck.agent")
 
 SLOTS = ("a", "b")
-MAX_MANIFEST_BYTES = 256 * 1024
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_OUTBOX_FILES = 10_000
 SUMMARIES_PER_HEARTBEAT = 100
@@ -473,6 +473,8 @@ class Agent:
         for leftover in folder.iterdir():
             leftover.unlink()
         os.replace(file, folder / "model.onnx")
+        if isinstance(manifest.get("profile"), dict):
+            write_json(folder / "reference.json", manifest["profile"])
         write_json(folder / "manifest.json", manifest)
         entry = {"slot": slot, "version": version, "sequence": sequence, "manifest": manifest}
         self.state["staged"] = entry

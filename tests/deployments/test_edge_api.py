@@ -441,3 +441,35 @@ def test_ordinary_deploy_rolls_the_fleet_in_one_wave(fleet, fleet_endpoint, vers
     assert set(EdgeDevice.objects.values_list("desired_version__number", flat=True)) == {3}
     assert reconciler.reconcile_endpoint(endpoint_id=fleet_endpoint.pk) == "unchanged"
     assert RegisteredModel.objects.count() == 1
+
+
+def test_edge_summaries_feed_the_drift_checks(fleet, fleet_endpoint, versions):
+    from monitoring.models import DriftVerdict
+    from monitoring.services import drift_report_create
+
+    profile = {
+        "features": [
+            {"name": "x", "input": "x", "column": 0, "kind": "numeric",
+             "edges": [0.0, 1.0, 2.0], "counts": [100, 100]}
+        ]
+    }  # fmt: skip
+    versions[1].reference_profile = profile
+    versions[1].save(update_fields=["reference_profile"])
+    _device, client, key = enroll(fleet, "cam-1")
+    manifest = verify_manifest(client.get("/api/v1/edge/desired/").json(), key, "cam-1")
+    assert manifest["profile"] == profile
+    # The device saw only values above 1: half of the reference's range.
+    summary = {
+        "sequence": 1,
+        "at": datetime.now(UTC).isoformat(),
+        "version": "adder:1",
+        "requests": 300,
+        "successes": 300,
+        "rows": 300,
+        "features": {"x": {"bounds": [0.0, 1.0, 2.0], "counts": [0, 0, 300, 0]}},
+    }
+    body = {"state": {"health": "ok"}, "summaries": [summary]}
+    assert client.post("/api/v1/edge/heartbeat/", body, format="json").status_code == 200
+    report = drift_report_create(endpoint=fleet_endpoint, version=versions[1])
+    assert report.rows == 300
+    assert report.verdict == DriftVerdict.DRIFT

@@ -385,7 +385,8 @@ def test_rollout_goes_wave_by_wave_and_survives_a_server_restart_losing_nothing(
         target=live["fleet"],
         version="adder:2",
         waves=[{"percent": 25}, {"percent": 50}, {"percent": 100}],
-        wave_interval_seconds=2,
+        # The rate limit keeps wave 3 back while the server is stopped below.
+        wave_interval_seconds=4,
         max_failure_percent=0,
     )
     wait_for(lambda: EdgeRollout.objects.get(pk=rollout.pk).current_wave >= 1, 60, "wave 2")
