@@ -217,3 +217,63 @@ def monitoring_figures(series: dict) -> dict[str, dict]:
         "latency": latency_figure(series),
         "traffic-share": traffic_share_figure(series),
     }
+
+
+def experiment_figure(snapshots: list[dict], metric_label: str) -> dict:
+    """Cumulative metric per arm over the experiment's looks, each with a 95 % band
+    (mean ± 1.96 standard errors). `snapshots` = [{at, control: {count, mean, variance},
+    treatment: {...}}], oldest first."""
+    title = f"Cumulative {metric_label} per arm"
+    if not snapshots:
+        return _empty(title, "No looks yet: the first evaluation runs within a minute.")
+    data = []
+    for index, arm in enumerate(("control", "treatment")):
+        color = version_color(index)
+        times = [snapshot["at"] for snapshot in snapshots]
+        means, lower, upper = [], [], []
+        for snapshot in snapshots:
+            count, mean, variance = (snapshot[arm][key] for key in ("count", "mean", "variance"))
+            error = 1.96 * (variance / count) ** 0.5 if count else None
+            means.append(mean if count else None)
+            lower.append(mean - error if error is not None else None)
+            upper.append(mean + error if error is not None else None)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": times,
+                "y": upper,
+                "name": f"{arm} band",
+                "line": {"width": 0, "color": color},
+                "showlegend": False,
+                "hoverinfo": "skip",
+            }
+        )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": times,
+                "y": lower,
+                "name": f"{arm} band",
+                "line": {"width": 0, "color": color},
+                "fill": "tonexty",
+                "opacity": 0.2,
+                "fillcolor": color + "33",
+                "showlegend": False,
+                "hoverinfo": "skip",
+            }
+        )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": times,
+                "y": means,
+                "name": arm,
+                "line": {"color": color, "width": 2},
+            }
+        )
+    layout = _layout(title, metric_label)
+    layout["yaxis"]["rangemode"] = "normal"
+    return {"data": data, "layout": layout}

@@ -12,6 +12,7 @@ monitoring_patterns = [
         name="endpoint-monitoring",
     ),
     path("endpoints/<str:name>/drift/", views.endpoint_drift, name="endpoint-drift"),
+    path("endpoints/<str:name>/guardrails/", views.endpoint_guardrails, name="endpoint-guardrails"),
     path("endpoints/<str:name>/alerts/", views.endpoint_alerts, name="endpoint-alerts"),
     path(
         "endpoints/<str:name>/alerts/rules/",
@@ -46,6 +47,19 @@ for action in ("delete", "rotate", "ping", "allow-host", "disallow-host"):
 urlpatterns = [
     path("", views.home, name="home"),
     path("experiments/", views.experiment_list, name="experiment-list"),
+    path("experiments/<int:pk>/", views.experiment_detail, name="experiment-detail"),
+    path(
+        "experiments/<int:pk>/start/",
+        views.experiment_action,
+        {"action": "start"},
+        name="experiment-start",
+    ),
+    path(
+        "experiments/<int:pk>/stop/",
+        views.experiment_action,
+        {"action": "stop"},
+        name="experiment-stop",
+    ),
     path("metrics", views.prometheus_metrics, name="prometheus-metrics"),
     path("", include((monitoring_patterns, "monitoring"))),
 ]

@@ -17,9 +17,10 @@ from accounts.selectors import team_list_for_actor
 from common.errors import ApplicationError
 from common.htmx import render_page_or_partial
 from common.pagination import paginate
-from monitoring import charts, metrics, selectors, services
+from monitoring import charts, experiments, feedback, guardrails, metrics, selectors, services
 from monitoring.conf import setting
 from monitoring.forms import AlertRuleForm, WebhookForm
+from monitoring.models import RollbackPolicy
 
 
 @login_required
@@ -31,8 +32,80 @@ def home(request):
 
 @login_required
 def experiment_list(request):
-    """A/B experiments of the user's teams."""
-    return render(request, "monitoring/experiment_list.html", {})
+    """A/B experiments of the user's teams, newest first, with status, verdict and progress."""
+    actor = Actor.from_request(request)
+    page = paginate(request, experiments.experiment_list_for_actor(actor=actor), per_page=50)
+    for experiment in page:
+        experiment.progress = experiments.experiment_progress(experiment)
+    return render(request, "monitoring/experiment_list.html", {"page": page})
+
+
+@login_required
+def experiment_detail(request, pk: int):
+    """One experiment: cumulative metric per arm with bands, sample-size progress, the verdict
+    in words with its numbers, and guardrail status."""
+    actor = Actor.from_request(request)
+    experiment = experiments.experiment_for_actor(actor=actor, pk=pk)
+    snapshots = [
+        {
+            "at": snapshot.created_at.isoformat(),
+            "control": {
+                "count": snapshot.control_count,
+                "mean": snapshot.control_mean,
+                "variance": snapshot.control_variance,
+            },
+            "treatment": {
+                "count": snapshot.treatment_count,
+                "mean": snapshot.treatment_mean,
+                "variance": snapshot.treatment_variance,
+            },
+        }
+        for snapshot in experiment.snapshots.order_by("created_at", "id")[:2000]
+    ]
+    label = experiment.get_metric_display()
+    context = {
+        "experiment": experiment,
+        "figure": charts.experiment_figure(snapshots, label),
+        "verdict": experiments.verdict_sentence(experiment),
+        "progress": experiments.experiment_progress(experiment),
+        "guardrails": (experiment.result or {}).get("guardrails", []),
+        "can_edit": actor.has_role(experiment.endpoint.team_id, Role.DEPLOYER),
+    }
+    return render(request, "monitoring/experiment_detail.html", context)
+
+
+@login_required
+@require_POST
+def experiment_action(request, pk: int, action: str):
+    """Start a draft experiment or stop a running one."""
+    actor = Actor.from_request(request)
+    experiment = experiments.experiment_for_actor(actor=actor, pk=pk)
+    try:
+        if action == "start":
+            experiments.experiment_start(actor=actor, experiment=experiment)
+            messages.success(request, "Experiment started; the endpoint's traffic is split.")
+        else:
+            experiments.experiment_stop(actor=actor, experiment=experiment)
+            messages.success(request, "Experiment stopped; the traffic split stays as it is.")
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect("experiment-detail", pk=experiment.pk)
+
+
+@login_required
+def endpoint_guardrails(request, name: str):
+    """An endpoint's rollback policy, its recent evaluations, live accuracy per version from
+    feedback, and how its shadows agree with the primary."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    context = {
+        "endpoint": endpoint,
+        "policy": RollbackPolicy.objects.filter(endpoint=endpoint).first(),
+        "evaluations": guardrails.policy_evaluations(endpoint=endpoint),
+        "accuracy": feedback.feedback_summary(endpoint=endpoint),
+        "shadows": feedback.shadow_comparison(endpoint=endpoint),
+    }
+    return render(request, "monitoring/endpoint_guardrails.html", context)
 
 
 @login_required
