@@ -6,8 +6,6 @@ A real redis-server of the test's own, on a free port, so the test can stop and 
 
 import base64
 import json
-import socket
-import subprocess
 import time
 
 import pytest
@@ -17,40 +15,13 @@ from config.celery import app as celery_app
 from deployments.models import Endpoint, Release
 from deployments.tasks import reconcile_all
 from tests.conftest import token_client
+from tests.faults.processes import free_port as _free_port
+from tests.faults.processes import reset_broker_connections as _reset_connections
+from tests.faults.processes import start_redis as _start_redis
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fault, pytest.mark.slow]
 
 OUTAGE_SECONDS = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start_redis(port: int, folder) -> subprocess.Popen:
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return process
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    pytest.fail("redis-server did not start")
-
-
-def _reset_connections() -> None:
-    """Drop the app's pooled broker connections (and the producer pool built on them)."""
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
 
 
 @pytest.fixture
