@@ -7,7 +7,6 @@ from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser as _DrfJSONParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from common.errors import ApplicationError
 
@@ -53,6 +52,11 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    # Imported here, not at the top: importing rest_framework.views resolves
+    # DEFAULT_PARSER_CLASSES, which names this module's JSONParser, so a process that loads this
+    # module first (celery beat's startup checks do) would fail on a circular import.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
