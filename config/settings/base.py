@@ -221,6 +221,8 @@ API_TOKEN_MAX_DAYS = env_int("API_TOKEN_MAX_DAYS", 365)
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL") or "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL == "filesystem://":
+    # kombu's transport, but a message file never shows up half written (common/broker.py).
+    CELERY_BROKER_TRANSPORT = "common.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     # kombu's filesystem transport expects its folders to exist.
     for _folder in ("queue", "processed", "control"):
