@@ -7,12 +7,28 @@
   const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
   const drawn = new WeakMap();
 
+  // A polled partial keeps its figures inside <template data-figures>, because htmx removes
+  // every <script> element (JSON data included) from swapped content.
+  function figureSource(id) {
+    const direct = document.getElementById(id);
+    if (direct) {
+      return direct;
+    }
+    for (const holder of document.querySelectorAll("template[data-figures]")) {
+      const found = holder.content.getElementById(id);
+      if (found) {
+        return found;
+      }
+    }
+    return null;
+  }
+
   function draw() {
     if (!window.Plotly) {
       return;
     }
     document.querySelectorAll("[data-figure]").forEach((element) => {
-      const source = document.getElementById(element.getAttribute("data-figure"));
+      const source = figureSource(element.getAttribute("data-figure"));
       if (!source) {
         return;
       }
