@@ -91,3 +91,13 @@ def login(page, credentials) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r".*/$"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed journey shows the tails of the stack's logs (web, worker, beat)."""
+    outcome = yield
+    report = outcome.get_result()
+    running = item.funcargs.get("stack") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(running, Stack):
+        report.sections.append(("modeldeck stack logs", running.logs()))

@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+def serving_port_block(size: int = 100) -> str:
+    """A random LOCAL_TARGET_PORT_RANGE of its own, so that serving processes of other test runs
+    on this machine (which default to 18100-18999) never answer for this stack's endpoints."""
+    start = secrets.randbelow((32000 - 20000) // size) * size + 20000
+    return f"{start}-{start + size - 1}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -33,6 +40,9 @@ class Stack:
 
     var_dir: Path
     port: int = field(default_factory=free_port)
+    serving_ports: str = field(default_factory=serving_port_block)
+    # One key for every process of the stack (web, worker, beat, manage.py), as in production.
+    secret_key: str = field(default_factory=lambda: "e2e-" + secrets.token_hex(16))
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -53,7 +63,8 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "config.settings.base",
             "RECONCILE_INTERVAL_SECONDS": "3",
             "METRICS_SCRAPE_INTERVAL_SECONDS": "2",
-            "SECRET_KEY": "e2e-" + secrets.token_hex(16),
+            "LOCAL_TARGET_PORT_RANGE": self.serving_ports,
+            "SECRET_KEY": self.secret_key,
         }
 
     def manage(self, *args: str) -> str:
