@@ -1,4 +1,4 @@
-"""Tells drf-spectacular how the bearer-token authentication appears in the OpenAPI schema."""
+"""Tells drf-spectacular how the bearer-token authentications appear in the OpenAPI schema."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
@@ -9,3 +9,15 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "An API token from createtoken."}
+
+
+class DeviceTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "deployments.api.edge.DeviceTokenAuthentication"
+    name = "deviceAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An edge device's token, issued once at enrollment.",
+        }

@@ -211,6 +211,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a `status`; these name their choice sets in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "BuildStatusEnum": "deployments.models.BuildStatus",
+        "JobStatusEnum": "registry.models.JobStatus",
+    },
 }
 
 # API tokens.

@@ -228,7 +228,13 @@ def experiment_document(experiment) -> dict:
     }
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], operation_id="v1_experiments_list", responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    methods=["POST"],
+    operation_id="v1_experiments_create",
+    request=OpenApiTypes.OBJECT,
+    responses=OpenApiTypes.OBJECT,
+)
 @api_view(["GET", "POST"])
 def experiment_list(request):
     """Experiments of the caller's teams; POST creates a draft `{endpoint, name, control,
@@ -254,7 +260,7 @@ def experiment_list(request):
     return Response(experiment_document(experiment), status=201)
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(operation_id="v1_experiments_retrieve", responses=OpenApiTypes.OBJECT)
 @api_view(["GET"])
 def experiment_detail(request, pk: int):
     """One experiment: per-arm results, the always-valid interval on the difference, verdict."""
