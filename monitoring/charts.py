@@ -57,7 +57,10 @@ def _line(series: dict, y: list, name: str, color: str, **extra) -> dict:
     one timestamp per point, which keeps a 24 h page a third of the size."""
     trace = {
         "type": "scatter",
-        "mode": "lines",
+        # Markers too: a minute with traffic between two without is a lone point, which a
+        # line alone does not draw.
+        "mode": "lines+markers",
+        "marker": {"size": 4, "color": color},
         "x0": series["timestamps"][0] if series["timestamps"] else None,
         "dx": series["step_seconds"] * 1000,
         "y": y,

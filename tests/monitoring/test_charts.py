@@ -94,3 +94,11 @@ def test_drift_heatmap_and_histogram_overlay():
     assert [bar["name"] for bar in overlay["data"]] == ["reference", "live"]
     assert overlay["layout"]["barmode"] == "group"
     assert "PSI 0.310" in overlay["layout"]["title"]["text"]
+
+
+def test_a_lone_minute_of_latency_is_drawn_as_a_marker():
+    # iris:2 has latency only in the first minute: a line alone would draw nothing for it.
+    figure = charts.latency_figure(series())
+    lone = [trace for trace in figure["data"] if trace["y"] and trace["y"][1] is None]
+    assert lone
+    assert all("markers" in trace["mode"] for trace in lone)
