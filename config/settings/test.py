@@ -14,6 +14,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # no broker configured it goes to an in-memory one instead of a folder.
 if CELERY_BROKER_URL == "filesystem://":
     CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_TRANSPORT = "memory"  # not the base settings' filesystem transport
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns when missing)

@@ -465,6 +465,7 @@ def test_tampered_artifact_tampered_manifest_and_replayed_manifest_are_refused(l
         30,
         "the rollout to abort",
     )
+    rollout.refresh_from_db()
     # With an honest link the retry goes through.
     proxy.mode = "pass"
     retry = edge.edge_rollout_retry(actor=SYSTEM, rollout=rollout)
