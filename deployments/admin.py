@@ -8,7 +8,10 @@ from django.contrib import admin
 from deployments.models import (
     Build,
     DeploymentEvent,
+    EdgeDevice,
+    EdgeRollout,
     Endpoint,
+    EnrollmentCode,
     LocalProcess,
     ReconcileLease,
     Release,
@@ -72,3 +75,42 @@ class LocalProcessAdmin(ReadOnlyAdmin):
 @admin.register(ReconcileLease)
 class ReconcileLeaseAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "holder", "expires_at"]
+
+
+@admin.register(EnrollmentCode)
+class EnrollmentCodeAdmin(ReadOnlyAdmin):
+    list_display = ["target", "created_at", "expires_at", "used_at", "created_by"]
+    list_filter = ["target"]
+    exclude = ["digest"]
+
+
+@admin.register(EdgeDevice)
+class EdgeDeviceAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "target",
+        "health",
+        "current_version",
+        "previous_version",
+        "agent_version",
+        "last_seen_at",
+        "revoked_at",
+    ]
+    list_filter = ["health", "target"]
+    search_fields = ["name"]
+    exclude = ["token_digest"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected devices' tokens")
+    def revoke(self, request, queryset):
+        from deployments.edge.services import device_revoke
+        from registry.admin import _run, admin_actor
+
+        actor = admin_actor(request)
+        _run(self, request, queryset, "Revoked", lambda d: device_revoke(actor=actor, device=d))
+
+
+@admin.register(EdgeRollout)
+class EdgeRolloutAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "target", "to_version", "status", "current_wave", "created_at"]
+    list_filter = ["status", "target"]

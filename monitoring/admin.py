@@ -7,7 +7,17 @@ from django.contrib import admin, messages
 
 from accounts.actor import Actor
 from monitoring import services
-from monitoring.models import Alert, AlertRule, DriftReport, ScrapeState, Webhook, WebhookDelivery
+from monitoring.models import (
+    Alert,
+    AlertRule,
+    DriftReport,
+    Experiment,
+    PolicyEvaluation,
+    RollbackPolicy,
+    ScrapeState,
+    Webhook,
+    WebhookDelivery,
+)
 
 
 @admin.register(AlertRule)
@@ -84,3 +94,37 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ["event", "webhook", "status", "attempts", "created_at", "response_status"]
     list_filter = ["status", "event"]
     readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
+
+
+class _InspectOnly(admin.ModelAdmin):
+    """Experiments and guardrails change through their pages and API (services with audit)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(_InspectOnly):
+    list_display = ["name", "endpoint", "status", "verdict", "metric", "started_at"]
+    list_filter = ["status", "verdict", "metric"]
+    search_fields = ["name", "endpoint__name"]
+
+
+@admin.register(RollbackPolicy)
+class RollbackPolicyAdmin(_InspectOnly):
+    list_display = ["endpoint", "scope", "on_inconclusive", "dry_run", "is_enabled"]
+    list_filter = ["scope", "dry_run", "is_enabled"]
+    search_fields = ["endpoint__name"]
+
+
+@admin.register(PolicyEvaluation)
+class PolicyEvaluationAdmin(_InspectOnly):
+    list_display = ["created_at", "endpoint", "release_number", "outcome", "action", "message"]
+    list_filter = ["outcome", "action"]
+    search_fields = ["endpoint__name", "message"]

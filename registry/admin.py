@@ -8,7 +8,15 @@ from accounts.actor import Actor, client_ip
 from accounts.models import Role, Team
 from common.errors import ApplicationError
 from registry import services
-from registry.models import Alias, AliasEvent, Artifact, ModelVersion, RegisteredModel
+from registry.models import (
+    Alias,
+    AliasEvent,
+    Artifact,
+    BatchJob,
+    ModelVersion,
+    Optimization,
+    RegisteredModel,
+)
 
 
 def admin_actor(request) -> Actor:
@@ -152,3 +160,26 @@ class AliasEventAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["model__team"]
     search_fields = ["model__name", "alias_name", "actor_label"]
+
+
+@admin.register(BatchJob)
+class BatchJobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "pk",
+        "version",
+        "status",
+        "rows_done",
+        "rows_total",
+        "rows_failed",
+        "created_at",
+    ]
+    list_filter = ["status", "version__model__team"]
+    search_fields = ["version__model__name", "input_name"]
+    exclude = ["input_key", "result_key"]
+
+
+@admin.register(Optimization)
+class OptimizationAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "source", "method", "status", "result", "created_at"]
+    list_filter = ["status", "method"]
+    search_fields = ["source__model__name"]
