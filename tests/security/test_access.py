@@ -9,16 +9,22 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
+from accounts.actor import Actor
 from accounts.models import Membership, Role
+from deployments.edge import services as edge_services
+from deployments.models import EdgeRollout, Environment, RolloutStatus, Target, TargetKind
 from tests.conftest import token_client
 from tests.deployments.conftest import onnx_adder
 from tests.factories import MembershipFactory, UserFactory
 from tests.security.world import (
+    BATCH_CSV,
     World,
     changed_tables,
     object_routes,
@@ -29,7 +35,23 @@ from tests.security.world import (
 pytestmark = pytest.mark.django_db
 
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-SECRETS = ("secret-model", "secret-endpoint", "secret-target")
+SECRETS = (
+    "secret-model",
+    "secret-endpoint",
+    "secret-target",
+    "secret-fleet",
+    "secret-device",
+    "experiment_name",
+)
+# Routes that take no user credentials at all: edge devices authenticate with their device
+# token, a gateway with its endpoint's gateway token. A user's token or session gets 401/403
+# there, the same answer as for an object that does not exist (checked against `nowhere`).
+DEVICE_OR_GATEWAY_ROUTES = {
+    "/api/v1/edge/artifacts/{version_id}/",
+    "/api/v1/edge/desired/",
+    "/api/v1/edge/heartbeat/",
+    "/api/v1/endpoints/{name}/predictions/",
+}
 
 
 def test_every_route_parameter_is_known(world):
@@ -96,6 +118,20 @@ def page_body(template: str, world: World) -> dict:
             "url": "https://hooks.example.com/x",
             "events": ["alert.opened"],
         },
+        "/fleet/{name}/codes/": {"labels": "site=b", "hours": 24},
+        # The world's rollout moves the fleet to version 2; going back to 1 is a new rollout.
+        "/fleet/{name}/rollouts/": {
+            "version": f"{world.model.name}:1",
+            "waves": "100",
+            "wave_interval_seconds": 0,
+            "max_failure_percent": 20,
+            "min_reported": 1,
+        },
+        "/models/_batch/new/": {
+            "version": f"{world.model.name}:1",
+            "file": SimpleUploadedFile("in.csv", BATCH_CSV, "text/csv"),
+        },
+        "/models/{name}/versions/{number}/optimize/": {"method": "int8"},
     }
     return bodies.get(template, {})
 
@@ -105,6 +141,12 @@ def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
     reference = f"{world.model.name}:{world.version.number}"
     if template == "/api/v1/models/{model_name}/versions/" and method == "POST":
         return {"file": SimpleUploadedFile("m.onnx", onnx_adder(5))}, "multipart"
+    if template == "/api/v1/batch-jobs/" and method == "POST":
+        upload = SimpleUploadedFile("in.csv", BATCH_CSV, "text/csv")
+        return {"version": f"{world.model.name}:1", "file": upload}, "multipart"
+    if template == "/api/v1/endpoints/{name}/feedback/" and method == "POST":
+        # req-2 is logged and has no label yet (see world.py).
+        return [{"request_id": "req-2", "label": "cat"}], "json"
     bodies = {
         ("POST", "/api/v1/models/"): {"name": "new-model", "description": "d", "tags": {}},
         ("PATCH", "/api/v1/models/{name}/"): {"description": "changed"},
@@ -134,6 +176,42 @@ def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
             ]
         },
         ("POST", "/api/v1/endpoints/{name}/rollback/"): {"release": 1},
+        ("POST", "/api/v1/targets/{name}/enrollment-codes/"): {"labels": {"site": "b"}},
+        ("POST", "/api/v1/targets/{name}/rollouts/"): {
+            "version": f"{world.model.name}:1",
+            "waves": [{"percent": 100}],
+        },
+        ("POST", "/api/v1/models/{model_name}/versions/{number}/optimize/"): {"method": "int8"},
+        ("PUT", "/api/v1/endpoints/{name}/prediction-log/"): {"input_sample_percent": 50},
+        ("PUT", "/api/v1/endpoints/{name}/rollback-policy/"): {
+            "criteria": [{"metric": "error_rate", "threshold": 0.3}],
+        },
+        ("POST", "/api/v1/experiments/"): {
+            "endpoint": world.endpoint.name,
+            "name": "second",
+            "control": f"{world.model.name}:1",
+            "treatment": reference,
+            "metric": "accuracy",
+            "minimum_effect": 0.05,
+        },
+        # Bodies that would be stored if the route took the caller's credentials.
+        ("POST", "/api/v1/endpoints/{name}/predictions/"): {
+            "records": [
+                {
+                    "request_id": "req-9",
+                    "version": reference,
+                    "role": "primary",
+                    "time": time.time(),
+                    "status": 200,
+                }
+            ]
+        },
+        ("POST", "/api/v1/edge/heartbeat/"): {
+            "agent_version": "x",
+            "state": {"health": "failing", "reason": "forged"},
+            "summaries": [],
+        },
+        ("POST", "/api/v1/edge/enroll/"): {"code": "enr_" + "x" * 32, "name": "new-device"},
     }
     return bodies.get((method, template), {}), "json"
 
@@ -186,9 +264,17 @@ def test_another_team_gets_404_from_every_object_route_and_nothing_changes(
             status = call(client, method, route, world).status_code
             # The answer must be the one a name that exists nowhere gets: no existence oracle.
             missing = call(client, method, route, world, values=nowhere(world)).status_code
-            # 401/403 only from routes that refuse user credentials outright (edge device
-            # routes), which the comparison with a missing object shows.
-            if status not in (401, 403, 404, 405) or status != missing:
+            # 401/403 only from routes that refuse user credentials outright (edge device and
+            # gateway routes), and the same answer a missing object gets.
+            refusals = (
+                (401, 403, 404, 405)
+                if route.template in DEVICE_OR_GATEWAY_ROUTES
+                else (
+                    404,
+                    405,
+                )
+            )
+            if status not in refusals or status != missing:
                 leaks.append(f"{method} {route.template} -> {status} (missing: {missing})")
     assert leaks == []
     assert changed_tables(before, snapshot()) == []
@@ -203,7 +289,12 @@ def test_another_teams_session_cannot_use_the_api_on_our_objects(world, outsider
     for route in (r for r in object_routes() if r.is_api):
         for method in methods_of(route):
             status = call(client, method, route, world).status_code
-            if status not in (404, 405):
+            if route.template in DEVICE_OR_GATEWAY_ROUTES:
+                # No session is a device or a gateway: refused, exactly as for a missing object.
+                missing = call(client, method, route, world, values=nowhere(world)).status_code
+                if status not in (401, 403, 405) or status != missing:
+                    leaks.append(f"{method} {route.template} -> {status} (missing: {missing})")
+            elif status not in (404, 405):
                 leaks.append(f"{method} {route.template} -> {status}")
     assert leaks == []
     assert changed_tables(before, snapshot()) == []
@@ -228,15 +319,65 @@ def test_the_walk_would_see_a_leak(world, admin_member, team):
     """The same checks against the owning team's admin do see the objects (so a 404 above is
     the access check, not a wrong URL)."""
     client = token_client(admin_member, team)
-    ok = [r for r in object_routes() if r.is_api and "GET" in r.methods]
+    ok = [
+        r
+        for r in object_routes()
+        if r.is_api and "GET" in r.methods and r.template not in DEVICE_OR_GATEWAY_ROUTES
+    ]
     statuses = {r.template: call(client, "GET", r, world).status_code for r in ok}
-    # Manifests exist only for Kubernetes targets: the world's local target answers 400.
+    # Manifests exist only for Kubernetes targets: the world's local target answers 400; the
+    # world's batch job is still pending, so it has no result yet (409).
     assert {t: s for t, s in statuses.items() if s != 200} == {
-        "/api/v1/endpoints/{name}/releases/{number}/manifests/": 400
+        "/api/v1/endpoints/{name}/releases/{number}/manifests/": 400,
+        "/api/v1/batch-jobs/{pk}/result/": 409,
     }
+    # The device routes answer the world's own device.
+    device = APIClient()
+    device.credentials(HTTP_AUTHORIZATION=f"Bearer {world.device_token}")
+    assert device.get("/api/v1/edge/desired/").status_code == 200
+    route = next(r for r in object_routes() if r.template == "/api/v1/edge/artifacts/{version_id}/")
+    response = device.get(route.fill(world.values))
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content)
     page = Client()
     page.force_login(admin_member)
     assert b"secret-model" in page.get("/models/").content
+    assert b"secret-fleet" in page.get("/fleet/").content
+    assert b"secret-device" in page.get(f"/fleet/{world.fleet.name}/").content
+
+
+def _other_teams_device(other_team):
+    fleet = Target.objects.create(
+        team=other_team, name="other-fleet", kind=TargetKind.EDGE, environment=Environment.DEV
+    )
+    _code, plain = edge_services.enrollment_code_create(actor=Actor.system("tests"), target=fleet)
+    _device, token, _key = edge_services.device_enroll(code=plain, name="other-device")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def test_another_teams_device_cannot_download_our_models_or_see_our_fleet(world, other_team):
+    device = _other_teams_device(other_team)
+    ours = device.get(f"/api/v1/edge/artifacts/{world.values[('artifacts', 'version_id')]}/")
+    missing = device.get("/api/v1/edge/artifacts/999999/")
+    assert ours.status_code == missing.status_code == 404
+    desired = device.get("/api/v1/edge/desired/")
+    assert desired.status_code == 200
+    for secret in (*SECRETS, world.model.name):
+        assert secret.encode() not in desired.content
+    # A device's token is not a user's: the people's fleet API does not take it.
+    before = snapshot()
+    for path in (
+        f"/api/v1/targets/{world.fleet.name}/devices/",
+        f"/api/v1/edge/rollouts/{world.rollout.pk}/",
+    ):
+        assert device.get(path).status_code in (401, 403)
+    assert device.post(f"/api/v1/edge/rollouts/{world.rollout.pk}/cancel/").status_code in (
+        401,
+        403,
+    )
+    assert changed_tables(before, snapshot()) == []
 
 
 # --- role × route matrix ----------------------------------------------------------------------
@@ -245,6 +386,12 @@ ROLES = [Role.VIEWER, Role.SCIENTIST, Role.DEPLOYER, Role.ADMIN]
 OWNER_ONLY = "owner"  # the world owner's own object (tokens): other members get 404
 STAFF_ONLY = "staff"  # installation admins only (is_staff), whatever the team role
 NOT_ALLOWED = "405"  # the router lists the method but the view takes it from nobody
+# Machine routes: no team role opens them. A device's token (edge heartbeat) or the endpoint's
+# gateway token (prediction log ingest) is the only credential; every user gets 401.
+MACHINE_ONLY = "machine"
+# Enrollment is anonymous by design (a device has no credentials yet): the one-time code is the
+# credential, whatever the caller's role; a wrong code is a 400 for everyone.
+CODE_ONLY = "code"
 # Page actions whose service refuses with ApplicationError(status=403): HTML views turn domain
 # errors into a message (DESIGN.md), so the page redirects back with it instead of a bare 403.
 MESSAGE_DENIALS = {"/models/{name}/aliases/{alias}/delete/"}
@@ -292,6 +439,53 @@ MINIMUM_ROLE = {
     ("POST", "/api/v1/endpoints/{name}/promote/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/rollback/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/stop/"): Role.SCIENTIST,
+    # Edge fleets (deployments/edge/services.py). The world's fleet is a production target, so
+    # a rollout needs a deployer (a scientist may roll out on dev/staging fleets: see
+    # test_a_scientist_may_roll_out_on_a_dev_fleet_only); codes, revoking, cancel and retry
+    # always need a deployer.
+    ("POST", "/fleet/{name}/codes/"): Role.DEPLOYER,
+    ("POST", "/fleet/{name}/rollouts/"): Role.DEPLOYER,
+    ("POST", "/fleet/{name}/rollouts/{rollout_id}/{action}/"): Role.DEPLOYER,
+    ("POST", "/fleet/{name}/devices/{device}/revoke/"): Role.DEPLOYER,
+    ("POST", "/api/v1/targets/{name}/enrollment-codes/"): Role.DEPLOYER,
+    ("POST", "/api/v1/targets/{name}/devices/{device}/revoke/"): Role.DEPLOYER,
+    ("POST", "/api/v1/targets/{name}/rollouts/"): Role.DEPLOYER,
+    ("POST", "/api/v1/edge/rollouts/{rollout_id}/cancel/"): Role.DEPLOYER,
+    ("POST", "/api/v1/edge/rollouts/{rollout_id}/retry/"): Role.DEPLOYER,
+    ("POST", "/api/v1/edge/heartbeat/"): MACHINE_ONLY,
+    ("POST", "/api/v1/edge/enroll/"): CODE_ONLY,
+    # Batch jobs and optimization (registry/services.py): scientists.
+    ("POST", "/models/_batch/new/"): Role.SCIENTIST,
+    ("POST", "/models/_batch/{job_id}/cancel/"): Role.SCIENTIST,
+    ("POST", "/models/{name}/versions/{number}/optimize/"): Role.SCIENTIST,
+    ("POST", "/api/v1/batch-jobs/"): Role.SCIENTIST,
+    ("POST", "/api/v1/batch-jobs/{pk}/cancel/"): Role.SCIENTIST,
+    ("POST", "/api/v1/models/{model_name}/versions/{number}/optimize/"): Role.SCIENTIST,
+    # Experiments split live traffic: deployers (monitoring/experiments.py).
+    ("POST", "/experiments/{pk}/start/"): Role.DEPLOYER,
+    ("POST", "/experiments/{pk}/stop/"): Role.DEPLOYER,
+    ("POST", "/api/v1/experiments/"): Role.DEPLOYER,
+    ("POST", "/api/v1/experiments/{pk}/start/"): Role.DEPLOYER,
+    ("POST", "/api/v1/experiments/{pk}/stop/"): Role.DEPLOYER,
+    # Rollback policies and the input log share: deployers; labels (feedback): scientists;
+    # prediction records come from the endpoint's gateway only (monitoring/guardrails.py,
+    # monitoring/feedback.py).
+    ("PUT", "/api/v1/endpoints/{name}/rollback-policy/"): Role.DEPLOYER,
+    ("DELETE", "/api/v1/endpoints/{name}/rollback-policy/"): Role.DEPLOYER,
+    ("PUT", "/api/v1/endpoints/{name}/prediction-log/"): Role.DEPLOYER,
+    ("POST", "/api/v1/endpoints/{name}/feedback/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/predictions/"): MACHINE_ONLY,
+}
+
+
+def _stop_rollout(world: World) -> None:
+    """Retrying needs a rollout that stopped: cancel the world's (as the system would)."""
+    edge_services.edge_rollout_cancel(actor=Actor.system("tests"), rollout=world.rollout)
+
+
+# What a route needs in place before the permitted call can change anything.
+PREPARE = {
+    "/api/v1/edge/rollouts/{rollout_id}/retry/": _stop_rollout,
 }
 # POSTs that change nothing of the team's (or nothing at all).
 NOT_STATE_CHANGING = {"/accounts/login/", "/accounts/logout/"}
@@ -328,9 +522,15 @@ def test_every_state_changing_route_declares_its_minimum_role():
         "/endpoints/{name}/",
         "/endpoints/{name}/alerts/",
         "/endpoints/{name}/drift/",
+        "/endpoints/{name}/guardrails/",
         "/endpoints/{name}/monitoring/",
         "/experiments/",
+        "/experiments/{pk}/",
         "/fleet/",
+        "/fleet/{name}/",
+        "/models/_batch/",
+        "/models/_batch/{job_id}/",
+        "/models/_batch/{job_id}/result/",
         "/models/",
         "/models/{name}/",
         "/models/{name}/compare/",
@@ -349,7 +549,7 @@ def _member_with_role(world: World, role: str):
 
 
 def _allowed(minimum: str, role: str) -> bool:
-    if minimum in (OWNER_ONLY, STAFF_ONLY, NOT_ALLOWED):
+    if minimum in (OWNER_ONLY, STAFF_ONLY, NOT_ALLOWED, MACHINE_ONLY, CODE_ONLY):
         return False
     return ROLES.index(role) >= ROLES.index(minimum)
 
@@ -371,6 +571,8 @@ def test_role_matrix(world, method, template, role):
         client = Client()
         client.force_login(user)
     minimum = MINIMUM_ROLE[(method, template)]
+    if template in PREPARE:
+        PREPARE[template](world)
     before = snapshot()
     response = call(client, method, route, world)
     after = snapshot()
@@ -384,6 +586,10 @@ def test_role_matrix(world, method, template, role):
         assert status == 404
     elif minimum == NOT_ALLOWED:
         assert status == 405
+    elif minimum == MACHINE_ONLY:
+        assert status == 401, (status, response.content[:300])
+    elif minimum == CODE_ONLY:
+        assert status == 400, (status, response.content[:300])
     elif template in MESSAGE_DENIALS:
         assert status in (302, 403), status
     elif not route.is_api and template in TEAM_CHOICE_FORMS:
@@ -407,3 +613,74 @@ def test_an_owner_may_revoke_their_own_token_and_staff_may_allow_hosts(world):
     world.webhook.refresh_from_db()
     assert world.webhook.allowed_host == "hooks.example.com"
     assert Membership.objects.get(user=world.owner).role == Role.ADMIN
+
+
+def test_a_scientist_may_roll_out_on_a_dev_fleet_only(world):
+    """The world's fleet is production (deployers only, in the matrix); on a dev fleet a
+    scientist may start a rollout, a viewer may not."""
+    Target.objects.filter(pk=world.fleet.pk).update(environment=Environment.DEV)
+    route = next(r for r in project_routes() if r.template == "/api/v1/targets/{name}/rollouts/")
+    viewer = token_client(_member_with_role(world, Role.VIEWER), world.team)
+    before = snapshot()
+    assert call(viewer, "POST", route, world).status_code == 403
+    assert changed_tables(before, snapshot()) == []
+    scientist = token_client(_member_with_role(world, Role.SCIENTIST), world.team)
+    response = call(scientist, "POST", route, world)
+    assert response.status_code == 201, response.content[:300]
+    assert EdgeRollout.objects.filter(pk=response.json()["id"]).exists()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_fleet_page_retry_needs_a_deployer(world, role):
+    """The page action route is walked with `cancel`; `retry` of a stopped rollout too."""
+    edge_services.edge_rollout_cancel(actor=Actor.system("tests"), rollout=world.rollout)
+    client = Client()
+    client.force_login(_member_with_role(world, role))
+    before = snapshot()
+    response = client.post(f"/fleet/{world.fleet.name}/rollouts/{world.rollout.pk}/retry/")
+    if _allowed(Role.DEPLOYER, role):
+        assert response.status_code == 302
+        assert EdgeRollout.objects.filter(
+            retry_of=world.rollout, status=RolloutStatus.RUNNING
+        ).exists()
+    else:
+        assert response.status_code == 403
+        assert changed_tables(before, snapshot()) == []
+
+
+# Create routes whose body names an object: another team naming ours gets what a name that
+# exists nowhere gets, and nothing is written.
+CREATE_BODIES = {
+    "/api/v1/experiments/": lambda world, name: {
+        "endpoint": name(world.endpoint.name),
+        "name": "x",
+        "control": name(f"{world.model.name}:1"),
+        "treatment": name(f"{world.model.name}:2"),
+        "metric": "accuracy",
+        "minimum_effect": 0.05,
+    },
+    "/api/v1/endpoints/": lambda world, name: {
+        "name": "stolen",
+        "target": name(world.target.name),
+        "version": name(f"{world.model.name}:1"),
+    },
+}
+
+
+def test_another_team_cannot_name_our_objects_in_create_bodies(world, outsider, other_team):
+    client = token_client(outsider, other_team)
+    before = snapshot()
+    for path, body in CREATE_BODIES.items():
+        ours = client.post(path, body(world, lambda value: value), format="json")
+        missing = client.post(path, body(world, lambda value: "nowhere" + value), format="json")
+        assert ours.status_code in (400, 404), (path, ours.status_code, ours.content[:200])
+        assert ours.status_code == missing.status_code, path
+    batches = [
+        client.post(
+            "/api/v1/batch-jobs/",
+            {"version": version, "file": SimpleUploadedFile("in.csv", BATCH_CSV, "text/csv")},
+        ).status_code
+        for version in (f"{world.model.name}:1", "nowhere:1")
+    ]
+    assert batches[0] in (400, 404) and batches[0] == batches[1], batches
+    assert changed_tables(before, snapshot()) == []

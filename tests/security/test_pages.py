@@ -29,6 +29,11 @@ SHOWN_FIELDS = [
     "rule_name",
     "token_name",
     "param",
+    "fleet_description",
+    "device_label",
+    "device_reason",
+    "input_name",
+    "experiment_name",
 ]
 
 
@@ -89,6 +94,19 @@ def test_each_user_text_field_is_shown_escaped(pages, field):
         if route.is_page and any(form in _body(response) for form in escaped_forms)
     ]
     assert found, f"{field} is not shown on any page, so the escaping test proves nothing"
+
+
+def test_the_fleet_endpoint_shows_its_rollout_notes_escaped(world):
+    """The walk fills {name} with the world's local endpoint; the fleet's endpoint carries the
+    notes of its creation and of the rollout."""
+    client = Client()
+    client.force_login(world.owner)
+    response = client.get(f"/endpoints/{world.fleet_endpoint.name}/")
+    assert response.status_code == 200
+    body = _body(response)
+    assert "<script>alert(" not in body and "<img src=x onerror" not in body
+    for field in ("fleet_note", "rollout_note"):
+        assert html.escape(xss(field))[:60] in body, field
 
 
 def test_json_islands_cannot_close_their_script_tag(pages):

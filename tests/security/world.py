@@ -14,13 +14,19 @@ from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from accounts.actor import Actor
 from accounts.models import ApiToken
 from accounts.services import token_create
 from deployments import services as deployment_services
+from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
+from monitoring import experiments as experiment_services
+from monitoring import feedback as feedback_services
+from monitoring import guardrails as guardrail_services
 from monitoring import services as monitoring_services
 from monitoring.models import WebhookEvent
 from registry import services as registry_services
@@ -52,6 +58,15 @@ class World:
     webhook: object
     rule: object
     token: ApiToken
+    fleet: Target | None = None
+    fleet_endpoint: object = None
+    device: object = None
+    device_token: str = ""
+    rollout: object = None
+    batch_job: object = None
+    optimization: object = None
+    experiment: object = None
+    policy: object = None
     values: dict = field(default_factory=dict)
 
 
@@ -135,6 +150,7 @@ def build_world(team, owner) -> World:
         threshold=0.5,
     )
     token, _plain = token_create(actor=actor, user=owner, team=team, name=xss("token_name")[:100])
+    features = build_feature_world(actor, team, model, first, version, endpoint)
     world = World(
         team=team,
         owner=owner,
@@ -147,6 +163,7 @@ def build_world(team, owner) -> World:
         webhook=webhook,
         rule=rule,
         token=token,
+        **features,
     )
     world.values = {
         ("tokens", "pk"): token.pk,
@@ -160,12 +177,133 @@ def build_world(team, owner) -> World:
         ("builds", "pk"): build.pk,
         ("rules", "pk"): rule.pk,
         ("webhooks", "pk"): webhook.pk,
-        ("targets", "name"): target.name,
         ("releases", "number"): endpoint.desired_release.number,
-        # Edge devices download a version's model by id (device-token routes).
-        ("artifacts", "version_id"): version.pk,
+        # Edge devices download a version's model by id (device-token routes): the one the
+        # world's device is told to serve.
+        ("artifacts", "version_id"): world.device.desired_version_id,
+        # The fleet API lives under /api/v1/targets/{name}/ too: the fleet is a target.
+        ("targets", "name"): world.fleet.name,
+        ("fleet", "name"): world.fleet.name,
+        ("devices", "device"): world.device.name,
+        ("rollouts", "rollout_id"): world.rollout.pk,
+        # /fleet/{name}/rollouts/{rollout_id}/{action}/: cancel (retry has its own test).
+        ("{rollout_id}", "action"): "cancel",
+        ("batch-jobs", "pk"): world.batch_job.pk,
+        ("_batch", "job_id"): world.batch_job.pk,
+        ("experiments", "pk"): world.experiment.pk,
     }
     return world
+
+
+# A CSV the world's versions (one FP32 input `x`) can score.
+BATCH_CSV = b"id,x\n1,1.0\n2,2.0\n"
+
+
+def build_feature_world(actor, team, model, first, version, endpoint) -> dict:
+    """Edge fleet (endpoint, enrolled device, rollout), batch job, optimization, experiment,
+    rollback policy, prediction log and feedback, all through their services."""
+    fleet = deployment_services.target_create(
+        actor=actor,
+        team=team,
+        name="secret-fleet",
+        kind=TargetKind.EDGE,
+        environment=Environment.PRODUCTION,
+        config={},
+        description=xss("fleet_description"),
+    )
+    fleet_endpoint = deployment_services.endpoint_create(
+        actor=actor,
+        name="secret-fleet-serving",
+        target=fleet,
+        version=first,
+        note=xss("fleet_note"),
+    )
+    _code, plain = edge_services.enrollment_code_create(
+        actor=actor, target=fleet, labels={"site": xss("device_label")[:63]}
+    )
+    device, device_token, _key = edge_services.device_enroll(code=plain, name="secret-device")
+    edge_services.device_heartbeat_record(
+        device=device,
+        payload={
+            "agent_version": xss("agent")[:40],
+            "state": {
+                "health": "ok",
+                "current_version": first.reference,
+                "applied_sequence": device.desired_sequence,
+                "reason": xss("device_reason"),
+            },
+            "summaries": [],
+        },
+    )
+    device.refresh_from_db()
+    rollout = edge_services.edge_rollout_create(
+        actor=actor,
+        target=fleet,
+        version=version.reference,
+        waves=[{"percent": 50}, {"percent": 100}],
+        note=xss("rollout_note"),
+    )
+    device.refresh_from_db()  # the first wave may have moved it
+    batch_job = registry_services.batch_job_create(
+        actor=actor,
+        version_reference=first.reference,
+        # Upload names lose everything up to the last "/", so no closing tags in this one.
+        file=SimpleUploadedFile(xss("input_name").split("<script>")[0], BATCH_CSV, "text/csv"),
+    )
+    optimization = registry_services.version_optimize(actor=actor, version=first)
+    experiment = experiment_services.experiment_create(
+        actor=actor,
+        endpoint=endpoint,
+        name=xss("experiment_name")[:100],
+        description=xss("experiment_description"),
+        control=first,
+        treatment=version,
+        metric="accuracy",
+        minimum_effect=0.05,
+    )
+    policy = guardrail_services.rollback_policy_set(
+        actor=actor,
+        endpoint=endpoint,
+        criteria=[{"metric": "error_rate", "threshold": 0.2}],
+        dry_run=True,
+    )
+    now = timezone.now().timestamp()
+    feedback_services.prediction_records_ingest(
+        endpoint=endpoint,
+        records=[
+            {
+                "request_id": f"req-{n}",
+                "version": version.reference,
+                "role": "candidate",
+                "time": now,
+                "status": 200,
+                "latency": 0.01,
+                "output": [1.0],
+                "predicted_class": xss("predicted_class")[:100],
+            }
+            for n in (1, 2)
+        ],
+    )
+    # req-1 has its label; req-2 is left for a permitted caller to label.
+    feedback_services.feedback_record(
+        actor=actor,
+        endpoint=endpoint,
+        items=[{"request_id": "req-1", "label": xss("feedback_label")[:100]}],
+    )
+    feedback_services.prediction_log_configure(
+        actor=actor, endpoint=endpoint, input_sample_percent=5
+    )
+    return {
+        "fleet": fleet,
+        "fleet_endpoint": fleet_endpoint,
+        "device": device,
+        "device_token": device_token,
+        "rollout": rollout,
+        "batch_job": batch_job,
+        "optimization": optimization,
+        "experiment": experiment,
+        "policy": policy,
+    }
 
 
 # --- routes ------------------------------------------------------------------------------------
