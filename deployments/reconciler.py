@@ -28,7 +28,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from deployments.models import (
@@ -115,7 +115,17 @@ def _holder_is_dead(holder: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(int(pid_text))
+
+
+def _is_zombie(pid: int) -> bool:
+    """Killed but not reaped yet: a worker's pool process whose main process died with it stays
+    a zombie until init gets to it (seconds under some inits), and runs nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def lease_acquire(*, endpoint_id: int, holder: str) -> bool:
@@ -153,6 +163,20 @@ def lease_renew(*, endpoint_id: int, holder: str) -> bool:
 def lease_release(*, endpoint_id: int, holder: str) -> None:
     """Give the lease back."""
     ReconcileLease.objects.filter(endpoint_id=endpoint_id, holder=holder).delete()
+
+
+def _lease_release_after_run(*, endpoint_id: int, holder: str) -> None:
+    """Give the lease back even when the run's connection died (a database restart): on a new
+    connection, so the next run does not find the endpoint "busy" until the lease expires."""
+    try:
+        lease_release(endpoint_id=endpoint_id, holder=holder)
+        return
+    except DatabaseError:
+        connection.close()
+    try:
+        lease_release(endpoint_id=endpoint_id, holder=holder)
+    except DatabaseError:
+        logger.warning("could not give back the lease of endpoint %s; it expires", endpoint_id)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -484,7 +508,7 @@ def reconcile_endpoint(*, endpoint_id: int) -> str:
             run.fail(str(error))
             return "failed"
     finally:
-        lease_release(endpoint_id=endpoint_id, holder=holder)
+        _lease_release_after_run(endpoint_id=endpoint_id, holder=holder)
 
 
 def sweep_target(*, target) -> int:

@@ -61,6 +61,20 @@ def reset_broker_connections() -> None:
     celery_app.amqp._producer_pool = None
 
 
+@contextlib.contextmanager
+def broker_of_this_process(url: str):
+    """Send this process's tasks to `url`; the embedded broker's transport setting (which would
+    override the URL's scheme) is off meanwhile."""
+    previous = celery_app.conf.broker_url, celery_app.conf.broker_transport
+    celery_app.conf.broker_url, celery_app.conf.broker_transport = url, None
+    reset_broker_connections()
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_url, celery_app.conf.broker_transport = previous
+        reset_broker_connections()
+
+
 def wait_for(condition: Callable[[], object], *, seconds: float, what: str, poll: float = 0.1):
     """The first truthy value of `condition()`, or a failure naming `what` after `seconds`."""
     deadline = time.monotonic() + seconds

@@ -11,10 +11,10 @@ import time
 import pytest
 import redis
 
-from config.celery import app as celery_app
 from deployments.models import Endpoint, Release
 from deployments.tasks import reconcile_all
 from tests.conftest import token_client
+from tests.faults.processes import broker_of_this_process
 from tests.faults.processes import free_port as _free_port
 from tests.faults.processes import reset_broker_connections as _reset_connections
 from tests.faults.processes import start_redis as _start_redis
@@ -29,15 +29,11 @@ def own_broker(tmp_path):
     port = _free_port()
     process = _start_redis(port, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    _reset_connections()
     state = {"process": process, "port": port, "url": url}
-    yield state
+    with broker_of_this_process(url):
+        yield state
     state["process"].kill()
     state["process"].wait()
-    celery_app.conf.broker_url = previous
-    _reset_connections()
 
 
 def _queued_reconciles(port: int) -> list[tuple[str, list]]:

@@ -15,8 +15,8 @@ import signal
 import httpx
 import pytest
 import redis
+from django.db import connection
 
-from config.celery import app as celery_app
 from deployments import services, tasks
 from deployments.models import Endpoint, EndpointStatus, LocalProcess, ReconcileLease
 from deployments.targets import driver_for
@@ -25,8 +25,8 @@ from tests.deployments.conftest import running_markers
 from tests.faults.processes import (
     Pause,
     Worker,
+    broker_of_this_process,
     free_port,
-    reset_broker_connections,
     start_redis,
     wait_for,
 )
@@ -40,14 +40,10 @@ def broker(tmp_path):
     port = free_port()
     process = start_redis(port, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    reset_broker_connections()
-    yield {"url": url, "redis": redis.Redis(port=port)}
+    with broker_of_this_process(url):
+        yield {"url": url, "redis": redis.Redis(port=port)}
     process.kill()
     process.wait()
-    celery_app.conf.broker_url = previous
-    reset_broker_connections()
 
 
 @pytest.fixture
@@ -207,4 +203,36 @@ def test_sigterm_mid_deploy_finishes_the_deploy_and_loses_no_queued_task(
     fresh = start_worker("after-term")
     wait_live(queued, 1, workers=[worker, fresh])
     assert_converged(queued, release=1, version="adder:3")
+    assert_converged(live_endpoint, release=release, version="adder:2")
+
+
+def test_database_connections_dropped_mid_reconcile_lose_nothing_acknowledged(
+    live_endpoint, start_worker, deployer_api, tmp_path
+):
+    """What a database restart does to a worker: every connection it holds is terminated."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: pg_terminate_backend stands in for the restart")
+    pause = Pause(tmp_path, "servers-ready")
+    worker = start_worker("db", pause.environment)
+    release = deploy(deployer_api, live_endpoint, "adder:2")
+    pause.wait_paused(worker)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    pause.release()
+    wait_for(
+        lambda: "terminat" in worker.log(), seconds=30, what="the run to meet its dead connection"
+    )
+    # What the API acknowledged is still wanted.
+    live_endpoint.refresh_from_db()
+    assert live_endpoint.desired_release.number == release
+    # The failed run gave its lease back; beat's next pass runs on a fresh connection of the
+    # same worker (which still holds at the step once more) and converges.
+    assert tasks.reconcile_all() == 1
+    pause.wait_paused(worker, seconds=30)
+    pause.release()
+    wait_live(live_endpoint, release, workers=[worker])
     assert_converged(live_endpoint, release=release, version="adder:2")
