@@ -8,7 +8,7 @@ from common import views as common_views
 urlpatterns = [
     path("healthz", common_views.healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
-    path("models/", include("registry.urls")),
+    path("", include("registry.urls")),  # /models/… and /batch-jobs/…
     path("", include("deployments.urls")),
     path("", include("monitoring.urls")),
     path("api/", include("config.api_urls")),

@@ -1,18 +1,13 @@
-from django.urls import path
+from django.urls import include, path
 
 from registry import views
 
 app_name = "registry"
 
 # Model names never start with "_", so "_new/" cannot collide with a model's page.
-urlpatterns = [
+model_patterns = [
     path("", views.model_list, name="model-list"),
     path("_new/", views.model_create, name="model-create"),
-    path("_batch/", views.batch_job_list, name="batch-job-list"),
-    path("_batch/new/", views.batch_job_create, name="batch-job-create"),
-    path("_batch/<int:job_id>/", views.batch_job_detail, name="batch-job-detail"),
-    path("_batch/<int:job_id>/cancel/", views.batch_job_cancel, name="batch-job-cancel"),
-    path("_batch/<int:job_id>/result/", views.batch_job_result, name="batch-job-result"),
     path("<str:name>/", views.model_detail, name="model-detail"),
     path("<str:name>/archive/", views.model_archive, name="model-archive"),
     path("<str:name>/upload/", views.version_upload, name="version-upload"),
@@ -36,4 +31,18 @@ urlpatterns = [
         views.artifact_download,
         name="artifact-download",
     ),
+]
+
+# The same paths as the REST resource (/api/v1/batch-jobs/), under the same namespace.
+batch_job_patterns = [
+    path("", views.batch_job_list, name="batch-job-list"),
+    path("new/", views.batch_job_create, name="batch-job-create"),
+    path("<int:job_id>/", views.batch_job_detail, name="batch-job-detail"),
+    path("<int:job_id>/cancel/", views.batch_job_cancel, name="batch-job-cancel"),
+    path("<int:job_id>/result/", views.batch_job_result, name="batch-job-result"),
+]
+
+urlpatterns = [
+    path("models/", include(model_patterns)),
+    path("batch-jobs/", include(batch_job_patterns)),
 ]

@@ -166,9 +166,11 @@ def alias_delete(request, name: str, alias: str):
 @login_required
 @require_GET
 def version_detail(request, name: str, number: int):
-    """One version; its status part is an htmx partial that polls while validation runs."""
+    """One version; its status and its optimizations are htmx partials that poll while
+    validation or an optimization runs (each partial asks for itself through HX-Target)."""
     actor, model = _model(request, name)
     version = selectors.version_get(actor=actor, model=model, number=number)
+    optimizations = list(selectors.optimization_list(version=version)[:20])
     context = {
         "model": model,
         "version": version,
@@ -178,8 +180,11 @@ def version_detail(request, name: str, number: int):
         "can_deploy": actor.has_role(model.team_id, Role.DEPLOYER),
         "report_items": _report_items(version.validation_report),
         "optimize_form": OptimizeForm(),
-        "optimizations": list(selectors.optimization_list(version=version)[:20]),
+        "optimizations": optimizations,
+        "optimizing": any(not item.is_terminal for item in optimizations),
     }
+    if getattr(request, "htmx", False) and request.htmx.target == "optimization-status":
+        return render(request, "registry/_optimization_status.html", context)
     response = render_page_or_partial(
         request, "registry/version_detail.html", "registry/_version_status.html", context
     )
@@ -399,8 +404,8 @@ def version_optimize(request, name: str, number: int):
     else:
         messages.success(
             request,
-            f"Optimizing version {version.number} ({method}); the new version appears below "
-            "when it is registered.",
+            f"Optimizing version {version.number} ({method}); the result appears under "
+            "Optimize when it is ready.",
         )
     return redirect("registry:version-detail", name=model.name, number=version.number)
 

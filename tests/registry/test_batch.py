@@ -360,56 +360,56 @@ def test_parquet_input_scores_like_csv(scientist_api, ready_version, mlp_path, r
 
 def test_pages_show_progress_polling_only_while_running(client, scientist, ready_version, rows):
     client.force_login(scientist)
-    page = client.get("/models/_batch/new/")
+    page = client.get("/batch-jobs/new/")
     assert page.status_code == 200
     assert b'value="iris:1"' in page.content
     response = client.post(
-        "/models/_batch/new/",
+        "/batch-jobs/new/",
         {"version": "iris:1", "file": as_upload(csv_bytes(rows[:20]), "<i>in.csv")},
     )
     job = BatchJob.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == f"/models/_batch/{job.pk}/"
-    pending = client.get(f"/models/_batch/{job.pk}/").content.decode()
+    assert response["Location"] == f"/batch-jobs/{job.pk}/"
+    pending = client.get(f"/batch-jobs/{job.pk}/").content.decode()
     assert 'hx-trigger="every 2s"' in pending
     assert "&lt;i&gt;in.csv" in pending and "<i>in" not in pending
     assert "data-confirm=" in pending
     tasks.run_batch_job(job.pk)
-    done = client.get(f"/models/_batch/{job.pk}/").content.decode()
+    done = client.get(f"/batch-jobs/{job.pk}/").content.decode()
     assert "hx-trigger" not in done
-    assert f'href="/models/_batch/{job.pk}/result/"' in done
+    assert f'href="/batch-jobs/{job.pk}/result/"' in done
     assert '<progress id="batch-progress" max="100" value="100">' in done
-    download = client.get(f"/models/_batch/{job.pk}/result/")
+    download = client.get(f"/batch-jobs/{job.pk}/result/")
     assert download["Content-Disposition"].startswith("attachment;")
-    listing = client.get("/models/_batch/").content.decode()
-    assert f'href="/models/_batch/{job.pk}/"' in listing
+    listing = client.get("/batch-jobs/").content.decode()
+    assert f'href="/batch-jobs/{job.pk}/"' in listing
 
 
 def test_page_cancel_and_viewer_refusal(client, scientist, viewer, ready_version, rows):
     client.force_login(viewer)
     response = client.post(
-        "/models/_batch/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows[:5]))}
+        "/batch-jobs/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows[:5]))}
     )
     assert response.status_code == 403
     assert BatchJob.objects.count() == 0
     client.force_login(scientist)
-    client.post("/models/_batch/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows))})
+    client.post("/batch-jobs/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows))})
     job = BatchJob.objects.get()
     client.force_login(viewer)
-    assert client.post(f"/models/_batch/{job.pk}/cancel/").status_code == 403
+    assert client.post(f"/batch-jobs/{job.pk}/cancel/").status_code == 403
     client.force_login(scientist)
-    client.post(f"/models/_batch/{job.pk}/cancel/")
+    client.post(f"/batch-jobs/{job.pk}/cancel/")
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
 
 
 def test_outsider_pages_are_404(client, scientist, outsider, ready_version, rows):
     client.force_login(scientist)
-    client.post("/models/_batch/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows))})
+    client.post("/batch-jobs/new/", {"version": "iris:1", "file": as_upload(csv_bytes(rows))})
     job = BatchJob.objects.get()
     client.force_login(outsider)
-    assert client.get(f"/models/_batch/{job.pk}/").status_code == 404
-    assert client.post(f"/models/_batch/{job.pk}/cancel/").status_code == 404
-    assert client.get(f"/models/_batch/{job.pk}/result/").status_code == 404
+    assert client.get(f"/batch-jobs/{job.pk}/").status_code == 404
+    assert client.post(f"/batch-jobs/{job.pk}/cancel/").status_code == 404
+    assert client.get(f"/batch-jobs/{job.pk}/result/").status_code == 404
     job.refresh_from_db()
     assert job.status == JobStatus.PENDING

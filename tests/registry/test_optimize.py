@@ -190,3 +190,76 @@ def test_only_ready_versions_can_be_optimized(registered, scientist_actor, tmp_p
         services.version_optimize(actor=scientist_actor, version=version)
     assert refused.value.status == 409
     assert Optimization.objects.count() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The version page's optimization partial.
+
+OPTIMIZATION_PARTIAL = {"HX-Request": "true", "HX-Target": "optimization-status"}
+
+
+def _partial(client, url="/models/iris/versions/1/"):
+    response = client.get(url, headers=OPTIMIZATION_PARTIAL)
+    assert response.status_code == 200
+    assert "HX-Refresh" not in response
+    return response.content.decode()
+
+
+def test_the_optimization_partial_polls_while_in_flight_and_links_the_result(
+    client, scientist, scientist_actor, mlp_version
+):
+    client.force_login(scientist)
+    assert 'id="optimization-status">' in client.get("/models/iris/versions/1/").content.decode()
+    client.post("/models/iris/versions/1/optimize/", {"method": "int8"})
+    optimization = Optimization.objects.get()
+    polling = 'hx-get="/models/iris/versions/1/" hx-trigger="every 2s" hx-swap="outerHTML"'
+
+    page = client.get("/models/iris/versions/1/").content.decode()
+    assert f'<div id="optimization-status" {polling}>' in page
+    pending = _partial(client)
+    assert pending.startswith(f'<div id="optimization-status" {polling}>')
+    assert "<html" not in pending
+    assert 'status-pending">pending' in pending and "waiting for a worker" in pending
+
+    tasks.optimize_version(optimization.pk)
+    optimization.refresh_from_db()
+    assert optimization.status == JobStatus.SUCCEEDED
+    done = _partial(client)
+    assert "hx-trigger" not in done
+    assert 'status-succeeded">succeeded' in done
+    assert f'<a href="/models/iris/versions/{optimization.result.number}/">v2</a>' in done
+    assert 'href="/models/iris/compare/?a=1&amp;b=2">compare with v1</a>' in done
+    assert "hx-trigger" not in client.get("/models/iris/versions/1/").content.decode()
+
+
+def test_a_failed_optimization_stops_polling_and_says_why(
+    client, viewer, scientist_actor, mlp_version
+):
+    optimization = services.version_optimize(actor=scientist_actor, version=mlp_version)
+    services.optimization_start(optimization_id=optimization.pk)
+    client.force_login(viewer)
+    running = _partial(client)
+    assert 'hx-trigger="every 2s"' in running
+    assert 'status-running">running' in running and "optimizing and measuring" in running
+    services.optimization_fail(
+        optimization_id=optimization.pk, reason="Quantization <failed>: no MatMul to quantize."
+    )
+    failed = _partial(client)
+    assert "hx-trigger" not in failed
+    assert (
+        '<span class="error" role="alert">Quantization &lt;failed&gt;: no MatMul to quantize.'
+        in failed
+    )
+    assert ModelVersion.objects.count() == 1
+    # A viewer follows progress but has no Optimize button.
+    assert 'id="optimize-form"' not in client.get("/models/iris/versions/1/").content.decode()
+
+
+def test_another_team_cannot_poll_the_optimization_partial(
+    client, outsider, scientist_actor, mlp_version
+):
+    services.version_optimize(actor=scientist_actor, version=mlp_version)
+    client.force_login(outsider)
+    response = client.get("/models/iris/versions/1/", headers=OPTIMIZATION_PARTIAL)
+    assert response.status_code == 404
+    assert b"optimization-status" not in response.content
