@@ -68,6 +68,16 @@ def test_every_route_parameter_is_known(world):
     assert len(object_routes()) > 40
 
 
+def _batch_pages() -> str:
+    """Where the batch job pages live: they move from /models/_batch/ to /batch-jobs/ (next to
+    /api/v1/batch-jobs/); follow the URLconf rather than pin either."""
+    moved = any(route.template.startswith("/batch-jobs/") for route in project_routes())
+    return "/batch-jobs" if moved else "/models/_batch"
+
+
+BATCH = _batch_pages()
+
+
 # --- request bodies that would succeed for a permitted caller ---------------------------------
 
 
@@ -127,7 +137,7 @@ def page_body(template: str, world: World) -> dict:
             "max_failure_percent": 20,
             "min_reported": 1,
         },
-        "/models/_batch/new/": {
+        f"{BATCH}/new/": {
             "version": f"{world.model.name}:1",
             "file": SimpleUploadedFile("in.csv", BATCH_CSV, "text/csv"),
         },
@@ -455,8 +465,8 @@ MINIMUM_ROLE = {
     ("POST", "/api/v1/edge/heartbeat/"): MACHINE_ONLY,
     ("POST", "/api/v1/edge/enroll/"): CODE_ONLY,
     # Batch jobs and optimization (registry/services.py): scientists.
-    ("POST", "/models/_batch/new/"): Role.SCIENTIST,
-    ("POST", "/models/_batch/{job_id}/cancel/"): Role.SCIENTIST,
+    ("POST", f"{BATCH}/new/"): Role.SCIENTIST,
+    ("POST", BATCH + "/{job_id}/cancel/"): Role.SCIENTIST,
     ("POST", "/models/{name}/versions/{number}/optimize/"): Role.SCIENTIST,
     ("POST", "/api/v1/batch-jobs/"): Role.SCIENTIST,
     ("POST", "/api/v1/batch-jobs/{pk}/cancel/"): Role.SCIENTIST,
@@ -528,9 +538,9 @@ def test_every_state_changing_route_declares_its_minimum_role():
         "/experiments/{pk}/",
         "/fleet/",
         "/fleet/{name}/",
-        "/models/_batch/",
-        "/models/_batch/{job_id}/",
-        "/models/_batch/{job_id}/result/",
+        f"{BATCH}/",
+        BATCH + "/{job_id}/",
+        BATCH + "/{job_id}/result/",
         "/models/",
         "/models/{name}/",
         "/models/{name}/compare/",

@@ -189,7 +189,8 @@ def build_world(team, owner) -> World:
         # /fleet/{name}/rollouts/{rollout_id}/{action}/: cancel (retry has its own test).
         ("{rollout_id}", "action"): "cancel",
         ("batch-jobs", "pk"): world.batch_job.pk,
-        ("_batch", "job_id"): world.batch_job.pk,
+        ("_batch", "job_id"): world.batch_job.pk,  # pages under /models/_batch/ (before)
+        ("batch-jobs", "job_id"): world.batch_job.pk,  # pages under /batch-jobs/ (after)
         ("experiments", "pk"): world.experiment.pk,
     }
     return world
