@@ -20,6 +20,7 @@ import os
 import re
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -54,8 +56,9 @@ CONTEXT_SPOOL_BYTES = 256 * 1024 * 1024
 # Memory of each build step's container (pip installing onnxruntime needs a few hundred MB).
 BUILD_MEMORY_BYTES = 2 * 1024**3
 BUILD_HTTP_TIMEOUT_SECONDS = 900
-# A running build whose row has not moved for this long lost its worker.
-STALE_BUILD_SECONDS = 900
+# A running build's worker touches its row this many times per DEPLOYMENTS_BUILD_STALE_SECONDS
+# (even while the engine prints nothing), so a row that stops moving lost its worker.
+HEARTBEATS_PER_STALE_PERIOD = 4
 # A failed build is not retried for this long, so a broken version does not rebuild every run.
 FAILED_BUILD_RETRY_SECONDS = 120
 # How long a reconcile waits for a build another worker runs (under the reconcile lease); the
@@ -256,6 +259,39 @@ def deploy_reference(build: Build) -> str:
     return build.digest
 
 
+def build_stale_seconds() -> float:
+    """How long a running build may go without a heartbeat before its worker counts as lost."""
+    return float(getattr(settings, "DEPLOYMENTS_BUILD_STALE_SECONDS", 60))
+
+
+class _Heartbeat(threading.Thread):
+    """Touches a running build's `updated_at` while its worker lives; a SIGKILLed worker stops
+    touching it, and the next reconcile replaces the build instead of waiting on it."""
+
+    def __init__(self, build_id: int) -> None:
+        super().__init__(name=f"build-{build_id}-heartbeat", daemon=True)
+        self.build_id = build_id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = max(0.5, build_stale_seconds() / HEARTBEATS_PER_STALE_PERIOD)
+        try:
+            while not self.stopped.wait(interval):
+                try:
+                    Build.objects.filter(pk=self.build_id, status=BuildStatus.RUNNING).update(
+                        updated_at=timezone.now()
+                    )
+                except DatabaseError:  # the next beat tries again; the build goes on
+                    logger.warning("heartbeat of build %s failed", self.build_id, exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
 def _bounded(log: str) -> str:
     if len(log) <= LOG_LIMIT_CHARACTERS:
         return log
@@ -325,6 +361,8 @@ def _run_engine_build(
             progress = 5 + (done - 1) * 85 // max(total, 1)
         if text:
             recorder.line(text.rstrip("\n"), progress=progress)
+            if step and step.group(1) == "1":
+                _checkpoint("image-building")
         elif chunk.get("status"):
             recorder.line(str(chunk["status"]))
         aux = chunk.get("aux")
@@ -372,6 +410,13 @@ def _push(recorder: _BuildRecorder, *, client, image_id: str, registry: dict, ta
     return digest
 
 
+def _checkpoint(step: str) -> None:
+    """The reconciler's fault hook (tests hold a worker mid-build with it)."""
+    from deployments.reconciler import _checkpoint as checkpoint
+
+    checkpoint(step)
+
+
 def _event(build: Build, message: str, *, level: str = EventLevel.INFO, **data) -> None:
     from deployments.services import deployment_event_record
 
@@ -391,6 +436,15 @@ def build_version_image(build_id: int) -> None:
     if not claimed:
         return
     build.status = BuildStatus.RUNNING
+    heartbeat = _Heartbeat(build.pk)
+    heartbeat.start()
+    try:
+        _build_claimed(build)
+    finally:
+        heartbeat.stop()
+
+
+def _build_claimed(build: Build) -> None:
     recorder = _BuildRecorder(build)
     started = time.monotonic()
     _event(build, f"Building the serving image of {build.version.reference}.")
@@ -436,7 +490,7 @@ def build_version_image(build_id: int) -> None:
         _finish_failed(build, recorder, f"The Docker engine failed: {error}")
         return
     except Exception as error:  # a bug must still leave the row terminal, not running forever
-        logger.exception("build %s failed", build_id)
+        logger.exception("build %s failed", build.pk)
         _finish_failed(build, recorder, f"Unexpected error: {error.__class__.__name__}: {error}")
         raise
     seconds = time.monotonic() - started
@@ -496,14 +550,12 @@ def build_request(*, version: ModelVersion, target: Target) -> Build:
     config = docker_settings(target.config)
     builds = _builds_for(version=version, target=target, config=config)
     now = timezone.now()
-    Build.objects.filter(
-        pk__in=builds.filter(
-            status=BuildStatus.RUNNING, updated_at__lt=now - timedelta(seconds=STALE_BUILD_SECONDS)
-        ).values("pk"),
-        status=BuildStatus.RUNNING,
-    ).update(
+    silent = builds.filter(
+        status=BuildStatus.RUNNING, updated_at__lt=now - timedelta(seconds=build_stale_seconds())
+    )
+    lost = set(silent.values_list("pk", flat=True))
+    Build.objects.filter(pk__in=lost, status=BuildStatus.RUNNING).update(
         status=BuildStatus.FAILED,
-        # Finished when it last moved: long enough ago that a new build starts right away.
         finished_at=F("updated_at"),
         updated_at=now,
         status_reason="The build stopped making progress (its worker was lost).",
@@ -512,8 +564,10 @@ def build_request(*, version: ModelVersion, target: Target) -> Build:
     if latest is not None:
         if latest.status in (BuildStatus.PENDING, BuildStatus.RUNNING):
             return latest
+        # A lost build is no verdict on the version: it is replaced at once, not held back.
         if (
-            latest.status == BuildStatus.FAILED
+            latest.pk not in lost
+            and latest.status == BuildStatus.FAILED
             and latest.finished_at
             and (latest.finished_at > now - timedelta(seconds=FAILED_BUILD_RETRY_SECONDS))
         ):
@@ -543,7 +597,8 @@ def ensure_version_image(*, version: ModelVersion, target: Target) -> Build:
                 f"{build.pk}, {build.progress} %); the next reconcile picks it up."
             )
         time.sleep(0.5)
-        build.refresh_from_db()
+        # Asked again rather than re-read: a build whose worker died meanwhile is replaced.
+        build = build_request(version=version, target=target)
         if build.status == BuildStatus.PENDING:
             build_version_image(build.pk)
             build.refresh_from_db()

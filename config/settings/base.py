@@ -369,6 +369,8 @@ DEPLOYMENTS_READY_TIMEOUT_SECONDS = env_float("DEPLOYMENTS_READY_TIMEOUT_SECONDS
 DEPLOYMENTS_DRAIN_SECONDS = env_float("DEPLOYMENTS_DRAIN_SECONDS", 2.0)
 # A reconcile holds its endpoint's lease this long; a dead worker's lease then expires.
 DEPLOYMENTS_LEASE_SECONDS = env_float("DEPLOYMENTS_LEASE_SECONDS", 60.0)
+# A running image build whose worker sent no heartbeat for this long is failed and replaced.
+DEPLOYMENTS_BUILD_STALE_SECONDS = env_float("DEPLOYMENTS_BUILD_STALE_SECONDS", 60.0)
 # Wheels that serving images install with networking off (deployments/docker/README.md).
 MODELDECK_WHEELHOUSE = Path(
     env_str("MODELDECK_WHEELHOUSE", str(BASE_DIR / "var" / "wheelhouse"))

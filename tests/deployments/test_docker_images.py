@@ -328,7 +328,7 @@ def test_builds_are_reused_claimed_once_and_replaced_when_lost(
         version=versions[2], target=docker_target, base_image="modeldeck/base:bookworm",
         status=BuildStatus.RUNNING,
     )  # fmt: skip
-    long_ago = timezone.now() - timedelta(seconds=images.STALE_BUILD_SECONDS + 60)
+    long_ago = timezone.now() - timedelta(seconds=images.build_stale_seconds() + 60)
     Build.objects.filter(pk=lost.pk).update(updated_at=long_ago)
     replacement = images.build_request(version=versions[2], target=docker_target)
     lost.refresh_from_db()
