@@ -124,8 +124,51 @@ def case_deliver_webhook(world):
     return run_twice("monitoring.tasks.deliver_webhook", delivery.pk)
 
 
+def _scientist_actor(world):
+    from accounts.models import Role
+    from tests.conftest import actor_for
+    from tests.factories import MembershipFactory, UserFactory
+
+    team = world["target"].team
+    user = UserFactory(username="twice")
+    MembershipFactory(user=user, team=team, role=Role.SCIENTIST)
+    return actor_for(user, team)
+
+
+def case_run_batch_job(world):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from registry import services as registry_services
+    from registry.models import JobStatus
+
+    rows = "x\n" + "".join(f"{number}\n" for number in range(20))
+    job = registry_services.batch_job_create(
+        actor=_scientist_actor(world),
+        version_reference="adder:1",
+        file=SimpleUploadedFile("input.csv", rows.encode(), content_type="text/csv"),
+    )
+    first, second = run_twice("registry.tasks.run_batch_job", job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == (JobStatus.SUCCEEDED, 20), job.status_reason
+    return first, second
+
+
+def case_optimize_version(world):
+    from registry import services as registry_services
+
+    optimization = registry_services.version_optimize(
+        actor=_scientist_actor(world), version=world["versions"][1], method="int8"
+    )
+    first, second = run_twice("registry.tasks.optimize_version", optimization.pk)
+    optimization.refresh_from_db()
+    assert optimization.is_terminal
+    return first, second
+
+
 WITH_ID = {
     "registry.tasks.validate_version": case_validate_version,
+    "registry.tasks.run_batch_job": case_run_batch_job,
+    "registry.tasks.optimize_version": case_optimize_version,
     "deployments.tasks.reconcile_endpoint": case_reconcile_endpoint,
     "deployments.tasks.build_version_image": case_build_version_image,
     "monitoring.tasks.deliver_webhook": case_deliver_webhook,
