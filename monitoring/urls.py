@@ -13,6 +13,11 @@ monitoring_patterns = [
     ),
     path("endpoints/<str:name>/drift/", views.endpoint_drift, name="endpoint-drift"),
     path("endpoints/<str:name>/guardrails/", views.endpoint_guardrails, name="endpoint-guardrails"),
+    path(
+        "endpoints/<str:name>/guardrails/policy/",
+        views.rollback_policy_set,
+        name="rollback-policy-set",
+    ),
     path("endpoints/<str:name>/alerts/", views.endpoint_alerts, name="endpoint-alerts"),
     path(
         "endpoints/<str:name>/alerts/rules/",
@@ -47,6 +52,7 @@ for action in ("delete", "rotate", "ping", "allow-host", "disallow-host"):
 urlpatterns = [
     path("", views.home, name="home"),
     path("experiments/", views.experiment_list, name="experiment-list"),
+    path("experiments/new/", views.experiment_create, name="experiment-create"),
     path("experiments/<int:pk>/", views.experiment_detail, name="experiment-detail"),
     path(
         "experiments/<int:pk>/start/",

@@ -17,10 +17,12 @@ from accounts.selectors import team_list_for_actor
 from common.errors import ApplicationError
 from common.htmx import render_page_or_partial
 from common.pagination import paginate
+from deployments.selectors import endpoint_list_for_actor
 from monitoring import charts, experiments, feedback, guardrails, metrics, selectors, services
 from monitoring.conf import setting
-from monitoring.forms import AlertRuleForm, WebhookForm
+from monitoring.forms import AlertRuleForm, ExperimentForm, RollbackPolicyForm, WebhookForm
 from monitoring.models import RollbackPolicy
+from registry.selectors import version_list_ready_for_actor
 
 
 @login_required
@@ -37,7 +39,68 @@ def experiment_list(request):
     page = paginate(request, experiments.experiment_list_for_actor(actor=actor), per_page=50)
     for experiment in page:
         experiment.progress = experiments.experiment_progress(experiment)
-    return render(request, "monitoring/experiment_list.html", {"page": page})
+    context = {"page": page, "can_create": _can_create_experiments(actor)}
+    return render(request, "monitoring/experiment_list.html", context)
+
+
+def _can_create_experiments(actor: Actor) -> bool:
+    return any(actor.has_role(team_id, Role.DEPLOYER) for team_id in actor.team_ids)
+
+
+def _experiment_endpoints(actor: Actor) -> list:
+    """Endpoints where the actor may create experiments (deployer or higher)."""
+    team_ids = [team_id for team_id in actor.team_ids if actor.has_role(team_id, Role.DEPLOYER)]
+    return list(endpoint_list_for_actor(actor=actor).filter(team_id__in=team_ids).order_by("name"))
+
+
+def _experiment_initial(endpoints: list, name: str) -> dict:
+    """Start from the endpoint's split: control = its primary, treatment = its candidate."""
+    endpoint = next((endpoint for endpoint in endpoints if endpoint.name == name), None)
+    if endpoint is None:
+        return {}
+    variants = endpoint.desired_release.variants if endpoint.desired_release else []
+    by_role = {variant["role"]: variant["version"] for variant in variants}
+    return {
+        "endpoint": endpoint.name,
+        "control": by_role.get("primary", ""),
+        "treatment": by_role.get("candidate", ""),
+    }
+
+
+@login_required
+def experiment_create(request):
+    """The form for a new draft experiment (deployers); `experiment_create` plans its size."""
+    actor = Actor.from_request(request)
+    if not _can_create_experiments(actor):
+        raise PermissionDenied("Creating experiments needs the deployer role or higher.")
+    endpoints = _experiment_endpoints(actor)
+    versions = [v.reference for v in version_list_ready_for_actor(actor=actor)[:200]]
+    names = [endpoint.name for endpoint in endpoints]
+    if request.method != "POST":
+        initial = _experiment_initial(endpoints, request.GET.get("endpoint", ""))
+        form = ExperimentForm(endpoints=names, versions=versions, initial=initial)
+        return render(request, "monitoring/experiment_create.html", {"form": form})
+    endpoint = None
+    if request.POST.get("endpoint"):
+        # Another team's endpoint is a 404, a lower role a 403, before judging the input.
+        endpoint = selectors.endpoint_for_actor(actor=actor, name=request.POST["endpoint"])
+        require_role(actor, endpoint.team_id, Role.DEPLOYER)
+    form = ExperimentForm(request.POST, endpoints=names, versions=versions)
+    if form.is_valid():
+        try:
+            experiment = experiments.experiment_create(
+                actor=actor, endpoint=endpoint, **form.service_arguments()
+            )
+        except ApplicationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(
+                request,
+                f"Experiment {experiment.name} created as a draft; it plans for "
+                f"{experiment.planned_sample_size} outcomes per arm. Start it to split traffic.",
+            )
+            return redirect("experiment-detail", pk=experiment.pk)
+    return render(request, "monitoring/experiment_create.html", {"form": form})
 
 
 @login_required
@@ -98,14 +161,43 @@ def endpoint_guardrails(request, name: str):
     feedback, and how its shadows agree with the primary."""
     actor = Actor.from_request(request)
     endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    return _guardrails_page(request, actor, endpoint)
+
+
+def _guardrails_page(request, actor: Actor, endpoint, form: RollbackPolicyForm | None = None):
+    policy = RollbackPolicy.objects.filter(endpoint=endpoint).first()
+    can_edit = actor.has_role(endpoint.team_id, Role.DEPLOYER)
     context = {
         "endpoint": endpoint,
-        "policy": RollbackPolicy.objects.filter(endpoint=endpoint).first(),
+        "policy": policy,
         "evaluations": guardrails.policy_evaluations(endpoint=endpoint),
         "accuracy": feedback.feedback_summary(endpoint=endpoint),
         "shadows": feedback.shadow_comparison(endpoint=endpoint),
+        "can_edit": can_edit,
+        "policy_form": form or (RollbackPolicyForm(policy=policy) if can_edit else None),
     }
     return render(request, "monitoring/endpoint_guardrails.html", context)
+
+
+@login_required
+@require_POST
+def rollback_policy_set(request, name: str):
+    """Create or replace the endpoint's rollback policy from the guardrails page (deployers)."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
+    require_role(actor, endpoint.team_id, Role.DEPLOYER)  # 403 before judging the input
+    form = RollbackPolicyForm(request.POST)
+    if form.is_valid():
+        try:
+            guardrails.rollback_policy_set(
+                actor=actor, endpoint=endpoint, **form.service_arguments()
+            )
+        except ApplicationError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Rollback policy saved; it is evaluated every minute.")
+            return redirect("monitoring:endpoint-guardrails", name=endpoint.name)
+    return _guardrails_page(request, actor, endpoint, form)
 
 
 @login_required
