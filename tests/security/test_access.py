@@ -142,6 +142,29 @@ def page_body(template: str, world: World) -> dict:
             "file": SimpleUploadedFile("in.csv", BATCH_CSV, "text/csv"),
         },
         "/models/{name}/versions/{number}/optimize/": {"method": "int8"},
+        "/experiments/new/": {
+            "endpoint": world.endpoint.name,
+            "name": "form-experiment",
+            "control": f"{world.model.name}:1",
+            "treatment": reference,
+            "metric": "accuracy",
+            "treatment_percent": 50,
+            "alpha": 0.05,
+            "power": 0.8,
+            "minimum_effect": 0.05,
+        },
+        "/endpoints/{name}/guardrails/policy/": {
+            "criteria-TOTAL_FORMS": 1,
+            "criteria-INITIAL_FORMS": 1,
+            "criteria-MIN_NUM_FORMS": 0,
+            "criteria-MAX_NUM_FORMS": 10,
+            "criteria-0-metric": "error_rate",
+            "criteria-0-threshold": 0.1,
+            "failure_limit": 1,
+            "on_inconclusive": "pause",
+            "scope": "always",
+            "is_enabled": "on",
+        },
     }
     return bodies.get(template, {})
 
@@ -409,6 +432,8 @@ MESSAGE_DENIALS = {"/models/{name}/aliases/{alias}/delete/"}
 # The minimum role of every state-changing route (the dev target needs scientist to deploy; the
 # world's version 2 is approved, so archiving it needs a deployer; `production` is protected).
 MINIMUM_ROLE = {
+    ("POST", "/experiments/new/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/guardrails/policy/"): Role.DEPLOYER,
     ("POST", "/accounts/tokens/"): Role.VIEWER,
     ("POST", "/accounts/tokens/{pk}/revoke/"): OWNER_ONLY,
     ("POST", "/models/_new/"): Role.SCIENTIST,
