@@ -15,6 +15,7 @@ from deployments.models import Build, Target, TargetKind
 from monitoring import services as monitoring_services
 from monitoring.models import WebhookEvent
 from registry.models import VersionStatus
+from tests.faults.processes import serving_port_block
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fault]
 
@@ -180,7 +181,10 @@ def test_every_task_has_a_duplicate_delivery_case():
 
 
 @pytest.fixture
-def fault_world(versions, dev_target, system, runtime_processes):
+def fault_world(versions, dev_target, system, runtime_processes, settings):
+    # Ports of our own: another test run on this machine may take a port of the shared default
+    # range between our free-port check and our server's bind, and the second run would restart.
+    settings.LOCAL_TARGET_PORT_RANGE = serving_port_block()
     return {"versions": versions, "target": dev_target, "system": system}
 
 
