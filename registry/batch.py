@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry import sandbox
+
 MAX_COLUMNS = 1_000
 MAX_CELL_CHARS = 10_000
 MAX_HEADER_NAME = 200
@@ -40,20 +42,7 @@ MAX_HEADER_NAME = 200
 CHUNK_CELL_BUDGET = 2_000_000
 KEY_COLUMN_DEFAULTS = ("id", "key", "row_id")
 ROW_COLUMN = "row"
-_NUMPY_TYPES = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
+_NUMPY_TYPES = sandbox.NUMPY_DTYPES
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -740,7 +729,6 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # Running the child (parent side).
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_in_child(
@@ -766,19 +754,9 @@ def run_in_child(
     import subprocess
     import threading
 
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(_PROJECT_ROOT),
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    env = sandbox.child_environment()
     command = [
-        sys.executable,
-        "-m",
-        "registry.batch",
+        *sandbox.child_command("registry.batch"),
         str(Path(model_path).resolve()),
         str(Path(input_path).resolve()),
         str(Path(output_path).resolve()),
@@ -805,7 +783,7 @@ def run_in_child(
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
-            cwd=_PROJECT_ROOT,
+            cwd=sandbox.PROJECT_ROOT,
             env=env,
             start_new_session=True,
         )

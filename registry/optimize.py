@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from registry import batch
+from registry import batch, sandbox
 
 # Outputs agree when |optimized - original| <= absolute + relative * |original|.
 TOLERANCE = {"int8": (0.05, 0.05), "float16": (0.01, 0.01)}
@@ -45,8 +44,6 @@ QUANTIZED_OPS = {
     "DequantizeLinear",
 }
 LATENCY_ROUNDS = 30
-_OUTPUT_CAP = 1024 * 1024
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Refusal(Exception):
@@ -242,12 +239,12 @@ def _generated_feeds(signature: dict, rows: int, seed: int = 0) -> dict | None:
         if datatype == "BYTES":
             return None
         if datatype.startswith("FP"):
-            feeds[spec["name"]] = rng.normal(size=shape).astype(batch._NUMPY_TYPES[datatype])
+            feeds[spec["name"]] = rng.normal(size=shape).astype(sandbox.NUMPY_DTYPES[datatype])
         elif datatype == "BOOL":
             feeds[spec["name"]] = rng.integers(0, 2, size=shape).astype(bool)
         else:
             feeds[spec["name"]] = rng.integers(0, 3, size=shape).astype(
-                batch._NUMPY_TYPES[datatype]
+                sandbox.NUMPY_DTYPES[datatype]
             )
     return feeds
 
@@ -527,19 +524,7 @@ def run_in_child(
     memory_bytes: int = 0,
 ) -> dict[str, Any]:
     """Optimize in a fresh Python process; never raises for a model that breaks the child."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(_PROJECT_ROOT),
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "registry.optimize",
+    arguments = [
         str(Path(source).resolve()),
         str(Path(output).resolve()),
         "--method",
@@ -556,40 +541,24 @@ def run_in_child(
         str(timeout_seconds + 1),
     ]
     if reference_path is not None:
-        command += ["--reference", str(Path(reference_path).resolve())]
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            command,
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            cwd=_PROJECT_ROOT,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            returncode = process.wait(timeout=timeout_seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            return {"ok": False, "reason": f"Optimizing took longer than {timeout_seconds} s."}
-        stdout.seek(0)
-        stderr.seek(0)
-        try:
-            return json.loads(stdout.read(_OUTPUT_CAP).decode("utf-8"))
-        except ValueError:
-            tail = " ".join(stderr.read()[-4000:].decode("utf-8", "replace").split())[-400:]
-            if returncode < 0:
-                return {
-                    "ok": False,
-                    "reason": f"The optimizing process was stopped by signal {-returncode}, "
-                    "most likely for needing more memory than the limit.",
-                }
+        arguments += ["--reference", str(Path(reference_path).resolve())]
+    child = sandbox.run_child("registry.optimize", *arguments, timeout_seconds=timeout_seconds)
+    if child.timed_out:
+        return {"ok": False, "reason": f"Optimizing took longer than {timeout_seconds} s."}
+    try:
+        return json.loads(child.stdout.decode("utf-8"))
+    except ValueError:
+        tail = " ".join(child.stderr_tail[-4000:].decode("utf-8", "replace").split())[-400:]
+        if child.returncode < 0:
             return {
                 "ok": False,
-                "reason": f"The optimizing process failed (exit code {returncode}): {tail}",
+                "reason": f"The optimizing process was stopped by signal {-child.returncode}, "
+                "most likely for needing more memory than the limit.",
             }
-
+        return {
+            "ok": False,
+            "reason": f"The optimizing process failed (exit code {child.returncode}): {tail}",
+        }
 
 if __name__ == "__main__":
     sys.exit(main())

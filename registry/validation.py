@@ -17,18 +17,16 @@ import math
 import os
 import resource
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from registry import sandbox
+
 ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 MIN_DEFAULT_OPSET = 7
-_OUTPUT_CAP = 1024 * 1024
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Element sizes in bits by TensorProto data type, so 4-bit types count right.
 _ELEMENT_BITS = {
@@ -84,20 +82,6 @@ DATATYPES = {
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
-}
-_SMOKE_DTYPES = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
 }
 
 
@@ -374,7 +358,7 @@ def _smoke_feeds(signature: dict):
         if spec["datatype"] == "BYTES":
             feeds[spec["name"]] = np.full(shape, "a", dtype=object)
         else:
-            feeds[spec["name"]] = np.zeros(shape, dtype=_SMOKE_DTYPES[spec["datatype"]])
+            feeds[spec["name"]] = np.zeros(shape, dtype=sandbox.NUMPY_DTYPES[spec["datatype"]])
     return feeds
 
 
@@ -515,7 +499,7 @@ def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (_OUTPUT_CAP * 16, _OUTPUT_CAP * 16))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (sandbox.OUTPUT_CAP * 16, sandbox.OUTPUT_CAP * 16))
 
 
 def _memory_reason(memory_bytes: int) -> str:
@@ -619,18 +603,7 @@ def outcome_from_process(
 def run_in_child(path: Path, *, root: Path, timeout_seconds: int, memory_bytes: int) -> Outcome:
     """Validate `path` in a fresh Python process with the given limits; never raises for a bad
     model, whatever it does to the child."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(_PROJECT_ROOT),
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
+    child = sandbox.run_child(
         "registry.validation",
         str(path),
         "--root",
@@ -639,38 +612,21 @@ def run_in_child(path: Path, *, root: Path, timeout_seconds: int, memory_bytes: 
         str(memory_bytes),
         "--cpu-seconds",
         str(timeout_seconds + 1),
-    ]
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            command,
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            cwd=_PROJECT_ROOT,
-            env=env,
-            start_new_session=True,
+        timeout_seconds=timeout_seconds,
+    )
+    if child.timed_out:
+        reason = (
+            f"Validation did not finish within {timeout_seconds} seconds; the model "
+            "is too slow to load or to run one row."
         )
-        try:
-            returncode = process.wait(timeout=timeout_seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            reason = (
-                f"Validation did not finish within {timeout_seconds} seconds; the model "
-                "is too slow to load or to run one row."
-            )
-            return Outcome(False, reason, {}, {"check": "timeout"})
-        stdout.seek(0)
-        stderr.seek(0)
-        stderr_tail = stderr.read()[-_OUTPUT_CAP:]
-        return outcome_from_process(
-            returncode,
-            stdout.read(_OUTPUT_CAP),
-            stderr_tail,
-            memory_bytes=memory_bytes,
-            cpu_seconds=timeout_seconds + 1,
-        )
-
+        return Outcome(False, reason, {}, {"check": "timeout"})
+    return outcome_from_process(
+        child.returncode,
+        child.stdout,
+        child.stderr_tail,
+        memory_bytes=memory_bytes,
+        cpu_seconds=timeout_seconds + 1,
+    )
 
 if __name__ == "__main__":
     sys.exit(main())
