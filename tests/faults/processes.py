@@ -66,12 +66,16 @@ def broker_of_this_process(url: str):
     """Send this process's tasks to `url`; the embedded broker's transport setting (which would
     override the URL's scheme) is off meanwhile."""
     previous = celery_app.conf.broker_url, celery_app.conf.broker_transport
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting (CI sets it).
+    environment = os.environ.pop("CELERY_BROKER_URL", None)
     celery_app.conf.broker_url, celery_app.conf.broker_transport = url, None
     reset_broker_connections()
     try:
         yield
     finally:
         celery_app.conf.broker_url, celery_app.conf.broker_transport = previous
+        if environment is not None:
+            os.environ["CELERY_BROKER_URL"] = environment
         reset_broker_connections()
 
 
