@@ -90,6 +90,10 @@ def endpoint_detail(request, name: str):
         ),
         "is_stopped": release is not None and release.is_stop,
     }
+    if not request.htmx:
+        from monitoring.feedback import feedback_summary  # monitoring's models refer to ours
+
+        context["accuracy"] = feedback_summary(endpoint=endpoint)
     return render_page_or_partial(
         request, "deployments/endpoint_detail.html", "deployments/_endpoint_progress.html", context
     )

@@ -225,3 +225,31 @@ def test_concurrent_feedback_batches_store_each_request_exactly_once(team, scien
     assert Feedback.objects.filter(endpoint=endpoint).count() == 200
     assert sum(r["accepted"] for r in results) == 200
     assert sum(len(r["duplicates"]) for r in results) == 4 * 120 - 200
+
+
+def test_the_endpoint_page_shows_live_accuracy_per_version(
+    endpoint, version, candidate, scientist_api, viewer, client
+):
+    ingest(
+        endpoint,
+        [
+            record("a1", predicted_class="cat"),
+            record("a2", predicted_class="cat"),
+            record("b1", version="iris:2", role="candidate", predicted_class="dog"),
+        ],
+    )
+    post_feedback(
+        scientist_api,
+        endpoint,
+        [
+            {"request_id": "a1", "label": "cat"},
+            {"request_id": "a2", "label": "dog"},
+            {"request_id": "b1", "label": "dog"},
+        ],
+    )
+    client.force_login(viewer)
+    page = client.get(f"/endpoints/{endpoint.name}/").content.decode()
+    section = page[page.index("Live quality from feedback") :]
+    rows = section[: section.index("</table>")]
+    assert "<td>iris:1</td><td>2</td><td>50.0" in rows
+    assert "<td>iris:2</td><td>1</td><td>100.0" in rows
