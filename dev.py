@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run or test Modeldeck on a fresh machine that has nothing but Python 3.11.
 
-    python3 dev.py run     # venv, install, migrate, demo data, then web + worker + beat
+    python3 dev.py run     # venv, install, migrate, demo data, then web + worker + beat + guard
     python3 dev.py test    # venv, install, then the whole test suite (extra args go to pytest)
 
 Everything lands in .venv/ and var/ inside the checkout; nothing is installed system-wide.
@@ -52,7 +52,8 @@ def manage(*args: str, env: dict[str, str]) -> None:
 
 
 def run() -> None:
-    """Migrate, load demo data, and run web, worker and beat in the foreground until Ctrl-C."""
+    """Migrate, load demo data, and run web, worker, beat and guard in the foreground until
+    Ctrl-C."""
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "true")}
     say("Migrating the database")
     manage("migrate", "--no-input", env=env)
@@ -83,9 +84,11 @@ def run() -> None:
             "2",
         ],
         "beat": [str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+        # Scrapes and judges rollback policies without the broker (monitoring's guard command).
+        "guard": [str(PYTHON), "manage.py", "guard"],
     }
     running = {name: subprocess.Popen(argv, cwd=ROOT, env=env) for name, argv in processes.items()}
-    say("Modeldeck is running at http://127.0.0.1:8000 (Ctrl-C stops web, worker and beat)")
+    say("Modeldeck is running at http://127.0.0.1:8000 (Ctrl-C stops web, worker, beat, guard)")
     try:
         while all(process.poll() is None for process in running.values()):
             time.sleep(1)

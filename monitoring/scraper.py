@@ -4,7 +4,9 @@ For each endpoint the driver says what runs (gateway and version servers). Each 
 exposition is fetched outside any transaction, then one transaction per target locks its
 ScrapeState, turns counters into deltas against the stored values, adds them to the minute's
 MetricPoint rows and stores the new values — so a failure anywhere stores nothing, and a retry
-neither loses nor double-counts.
+neither loses nor double-counts. Two scrapers may run at once (beat's task and `manage.py guard`):
+a fetch is stored only if it is newer than the stored one, by its fetch time and, for the same
+process, by its counters (overlapping requests can be answered in the other order).
 """
 
 from __future__ import annotations
@@ -203,11 +205,12 @@ def record(
         if state.fetched_at is not None and fetched_at <= state.fetched_at:
             # A newer fetch of this target was stored already; these values are older.
             return 0, True
-        growth = exposition.deltas(
-            state.values or {},
-            parsed,
-            process_restarted=exposition.restarted(state.process_start, parsed.process_start),
-        )
+        restarted = exposition.restarted(state.process_start, parsed.process_start)
+        if _answered_before_stored(state, parsed, restarted=restarted):
+            # Started later but answered earlier than the stored fetch (a concurrent scraper):
+            # taking its lower counters as a reset would count them twice.
+            return 0, True
+        growth = exposition.deltas(state.values or {}, parsed, process_restarted=restarted)
         if target.version_id is not None:
             version_id = target.version_id
             parts = exposition.contributions(parsed, growth, lambda _labels: version_id)
@@ -232,6 +235,21 @@ def record(
         state.url = target.url
         state.save()
     return len(parts), False
+
+
+def _answered_before_stored(
+    state: ScrapeState, parsed: exposition.Exposition, *, restarted: bool
+) -> bool:
+    """Whether the same process (known start time, unchanged) reports a counter lower than the
+    stored value: counters of one runtime process never go down, so these values are older.
+    Without a start time a lower counter still means a reset, as `exposition.deltas` says."""
+    if restarted or state.process_start is None or parsed.process_start is None:
+        return False
+    previous = state.values or {}
+    return any(
+        sample.monotonic and key in previous and sample.value < previous[key]
+        for key, sample in parsed.samples.items()
+    )
 
 
 def record_failure(*, endpoint: Endpoint, target: ScrapeTarget, error: str) -> None:
@@ -310,13 +328,18 @@ def scrape_endpoint(
 
 
 def scrape_all() -> dict[str, ScrapeResult]:
-    """Scrape every endpoint that may be serving traffic."""
+    """Scrape every endpoint that may be serving traffic; one failure does not stop the rest
+    (the failed endpoint is logged and left out of the results)."""
     from monitoring.metrics import SCRAPE_DURATION
 
     results = {}
     endpoints = Endpoint.objects.filter(status__in=SCRAPED_STATUSES).select_related("target")
     for endpoint in endpoints:
         started = time.perf_counter()
-        results[endpoint.name] = scrape_endpoint(endpoint)
+        try:
+            results[endpoint.name] = scrape_endpoint(endpoint)
+        except Exception:
+            logger.exception("scrape of endpoint %s failed", endpoint.name)
+            continue
         SCRAPE_DURATION.observe(time.perf_counter() - started)
     return results

@@ -259,6 +259,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # Monitoring: scraping, retention, drift thresholds, webhooks.
 METRICS_SCRAPE_INTERVAL_SECONDS = env_float("METRICS_SCRAPE_INTERVAL_SECONDS", 5.0)
 METRICS_SCRAPE_TIMEOUT_SECONDS = env_float("METRICS_SCRAPE_TIMEOUT_SECONDS", 2.0)
+# `manage.py guard` scrapes every live endpoint and judges its rollback policy this often, in its
+# own process: guardrails keep working (and roll back) while the broker, beat or workers are down.
+GUARD_INTERVAL_SECONDS = env_float("GUARD_INTERVAL_SECONDS", 30.0)
 METRICS_MAX_EXPOSITION_BYTES = env_int("METRICS_MAX_EXPOSITION_BYTES", 8 * 1024**2)
 METRICS_MINUTE_RETENTION_DAYS = env_int("METRICS_MINUTE_RETENTION_DAYS", 7)
 METRICS_HOUR_RETENTION_DAYS = env_int("METRICS_HOUR_RETENTION_DAYS", 90)
@@ -319,7 +322,9 @@ CELERY_BEAT_SCHEDULE = {
     # Open and resolve alerts from the latest metrics and drift results.
     "evaluate-alerts": {"task": "monitoring.tasks.evaluate_alerts", "schedule": 60.0},
     # Guardrails: judge every endpoint's rollback policy; a breach rolls back and converges the
-    # endpoint inline, so a bad version is pulled even while workers or the broker struggle.
+    # endpoint inline, so a bad version is pulled even while workers struggle. `manage.py guard`
+    # does the same (and scrapes) without the broker; both running is harmless: the policy's row
+    # lock and the new desired release keep a second evaluation from rolling back again.
     "evaluate-rollback-policies": {
         "task": "monitoring.tasks.evaluate_rollback_policies",
         "schedule": 60.0,
