@@ -730,7 +730,6 @@ def main(argv: list[str] | None = None) -> int:
 # Running the child (parent side).
 
 
-
 def run_in_child(
     model_path: Path,
     input_path: Path,

@@ -560,5 +560,6 @@ def run_in_child(
             "reason": f"The optimizing process failed (exit code {child.returncode}): {tail}",
         }
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -628,5 +628,6 @@ def run_in_child(path: Path, *, root: Path, timeout_seconds: int, memory_bytes: 
         cpu_seconds=timeout_seconds + 1,
     )
 
+
 if __name__ == "__main__":
     sys.exit(main())

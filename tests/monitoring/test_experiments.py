@@ -141,8 +141,12 @@ def test_an_aa_experiment_stays_inconclusive_and_intervals_only_shrink(setup):
 def test_a_guardrail_breach_concludes_worse_and_stops_the_loser(setup):
     endpoint, control, treatment, actor = setup
     experiment = create(
-        endpoint, actor, metric="reward", planning_variance=1.0,
-        guardrails=[{"metric": "error_rate", "minimum_effect": 0.02}], auto_stop_loser=True,
+        endpoint,
+        actor,
+        metric="reward",
+        planning_variance=1.0,
+        guardrails=[{"metric": "error_rate", "minimum_effect": 0.02}],
+        auto_stop_loser=True,
     )
     experiments.experiment_start(actor=actor, experiment=experiment)
     from datetime import UTC, datetime
