@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -223,9 +224,12 @@ class LocalDriver(TargetDriver):
     def _log_path(self, endpoint_id: int, key: str) -> Path:
         return self.endpoint_folder(endpoint_id) / f"{key}.log"
 
-    def _server_state(self, row: LocalProcess, pid: int | None) -> ServerState:
+    def _server_state(self, row: LocalProcess, pid: int | None, endpoint_name: str) -> ServerState:
         url = f"http://{LISTEN_HOST}:{row.port}"
-        ready = pid is not None and http_ready(f"{url}/v2/health/ready")
+        # Ready means *this* endpoint's version answers there: a foreign server that took the
+        # port (another installation, a leftover) answers 404 on this path, never 200.
+        path = f"/v2/models/{quote(endpoint_name)}/versions/{quote(row.version, safe=':')}/ready"
+        ready = pid is not None and http_ready(url + path)
         return ServerState(
             endpoint_id=row.endpoint_id,
             version_id=row.version_id or 0,
@@ -260,7 +264,7 @@ class LocalDriver(TargetDriver):
             if row.role == LocalProcessRole.GATEWAY:
                 gateway = self._gateway_state(row, pid, endpoint.gateway_token)
             else:
-                servers.append(self._server_state(row, pid))
+                servers.append(self._server_state(row, pid, endpoint.name))
         return Observation(servers=servers, gateway=gateway)
 
     # --- starting ---
@@ -386,8 +390,8 @@ class LocalDriver(TargetDriver):
                 "--drain-seconds", str(int(STOP_GRACE_SECONDS) - 2),
             ]  # fmt: skip
             pid = self._spawn(row, arguments, self._environment(endpoint, row))
-            return self._server_state(row, pid)
-        return self._server_state(row, pid)
+            return self._server_state(row, pid, endpoint.name)
+        return self._server_state(row, pid, endpoint.name)
 
     def ensure_gateway(self, *, endpoint: Endpoint) -> GatewayState:
         row = self._reserve(

@@ -191,3 +191,22 @@ def test_a_version_that_cannot_load_degrades_the_endpoint_and_the_old_one_keeps_
     endpoint = converge(endpoint)
     assert endpoint.status == EndpointStatus.LIVE
     assert owned_processes(endpoint) == {"gateway", f"v{versions[1].pk}"}
+
+
+def test_a_foreign_server_on_the_port_is_never_taken_for_ours(tmp_path, dev_target):
+    """Readiness asks for this endpoint's version by name, so another endpoint's (or another
+    installation's) server that holds the port is not mistaken for the one we started."""
+    import os
+
+    from deployments.targets import driver_for
+    from tests.monitoring.runtime_processes import start_server, write_model
+
+    server = start_server(write_model(tmp_path / "other"), "other-model:3", endpoint="other")
+    try:
+        driver = driver_for(dev_target)
+        row = LocalProcess(port=server.port, version="adder:1", endpoint_id=1, pk=1)
+        assert not driver._server_state(row, os.getpid(), "mine").ready
+        row.version = "other-model:3"
+        assert driver._server_state(row, os.getpid(), "other").ready
+    finally:
+        server.stop()
