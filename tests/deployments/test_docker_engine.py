@@ -269,6 +269,43 @@ def test_deploy_canary_promote_rollback_through_the_gateway_container(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_weight_shifts_and_rollback_under_load_lose_no_request(
+    engine, versions, docker_target, system
+):
+    from tests.deployments.test_local_target import Load
+
+    endpoint = _converge(
+        services.endpoint_create(
+            actor=system, name="steady", target=docker_target, version="adder:1"
+        )
+    )
+    with Load(endpoint) as load:
+        services.endpoint_deploy(actor=system, endpoint=endpoint, version="adder:2", weight=10)
+        _converge(endpoint)
+        services.endpoint_set_traffic(
+            actor=system, endpoint=endpoint, variants=[
+                {"version": "adder:1", "weight": 50, "role": "primary"},
+                {"version": "adder:2", "weight": 50, "role": "candidate"},
+            ],
+        )  # fmt: skip
+        _converge(endpoint)
+        services.endpoint_promote(actor=system, endpoint=endpoint)
+        _converge(endpoint)
+        promoted_at = load.mark()
+        services.endpoint_rollback(actor=system, endpoint=endpoint, release_number=1)
+        _converge(endpoint)
+        rolled_back_at = load.mark()
+        while load.mark() < rolled_back_at + 200 and not load.failures:
+            load.stopping.wait(0.05)
+    assert load.failures == []
+    assert "adder:2" in load.versions[:promoted_at]
+    assert set(load.versions[rolled_back_at + 50 :]) == {"adder:1"}
+    assert len(load.versions) > 300
+    services.endpoint_stop(actor=system, endpoint=endpoint)
+    assert reconcile_endpoint(endpoint_id=endpoint.pk) == "stopped"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_sweep_removes_containers_of_endpoints_that_no_longer_exist(
     engine, versions, docker_target, system
 ):
