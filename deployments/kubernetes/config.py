@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from deployments.targets.base import DriverError
 
@@ -30,6 +31,8 @@ QUANTITY = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,3})?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 HOSTNAME_TEMPLATE = re.compile(r"^(\*\.)?[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9}])?$")
 PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.{}:\[\]-]+(/[A-Za-z0-9._~/{}-]*)?$")
+# An http(s) base URL: no credentials, query, fragment or placeholder.
+BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[A-Za-z0-9._~/-]{0,200})?$")
 
 DEFAULT_RESOURCES = {
     "server": {
@@ -46,6 +49,7 @@ CONFIG_KEYS = (
     "namespace", "kubeconfig", "kubeconfig_env", "context", "in_cluster", "traffic",
     "gateway_api", "public_url", "resources", "gateway_image", "gateway_replicas",
     "gateway_service_type", "image_pull_secrets", "threads", "switch_timeout_seconds",
+    "prediction_log_url",
 )  # fmt: skip
 
 
@@ -102,6 +106,8 @@ class KubernetesSettings:
     threads: int = 0
     # How long set_routes waits for the gateway to serve the new table.
     switch_timeout_seconds: float = 60.0
+    # The dashboard's base URL as gateway pods reach it ("": no prediction log).
+    prediction_log_url: str = ""
 
     @property
     def uses_gateway_api(self) -> bool:
@@ -262,6 +268,7 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         or not 1 <= timeout <= 600
     ):
         raise ConfigError("switch_timeout_seconds must be from 1 to 600.", "switch_timeout_seconds")
+    prediction_log_url = _base_url(config, "prediction_log_url")
     return KubernetesSettings(
         namespace=namespace,
         kubeconfig=kubeconfig,
@@ -279,4 +286,23 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         image_pull_secrets=tuple(secrets),
         threads=threads,
         switch_timeout_seconds=float(timeout),
+        prediction_log_url=prediction_log_url,
     )
+
+
+def _base_url(config: dict[str, Any], key: str) -> str:
+    value = config.get(key)
+    if value in (None, ""):
+        return ""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) and BASE_URL.fullmatch(value) else None
+        port_is_valid = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        parts, port_is_valid = None, False
+    if parts is None or not parts.hostname or not port_is_valid:
+        raise ConfigError(
+            f"{key} must be an http(s) URL such as http://modeldeck.modeldeck.svc:8000, "
+            "without credentials, query or fragment.",
+            key,
+        )
+    return value.rstrip("/")

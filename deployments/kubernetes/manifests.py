@@ -5,7 +5,9 @@ with `traffic: gateway` (the default): the modeldeck-gateway Deployment and Serv
 table in a ConfigMap mounted read-only (`--routes-file`), and its admin token in a Secret. The
 gateway's pod template carries the route table's sha256, so a new table rolls the gateway pods
 (each pod reads the file once, at start); with `traffic: gateway-api`, an HTTPRoute with weighted
-backendRefs replaces all of that.
+backendRefs replaces all of that. With `prediction_log_url` set, the gateway ships its
+prediction log to the dashboard (MODELDECK_GATEWAY_PREDICTION_LOG_URL); without it, or with
+`traffic: gateway-api`, predictions are not logged.
 
 Object names are made from the endpoint name (a checked DNS label) and ids only, never from
 other text a user typed. Every pod runs under the Pod Security "restricted" profile.
@@ -139,6 +141,12 @@ def token_secret_name(endpoint_name: str) -> str:
 def http_route_name(endpoint_name: str) -> str:
     """The endpoint's HTTPRoute (traffic: gateway-api)."""
     return _object_name(f"md-{_checked_endpoint(endpoint_name)}")
+
+
+def prediction_log_url(base_url: str, endpoint_name: str) -> str:
+    """The dashboard's ingest URL for an endpoint's prediction log."""
+    name = _checked_endpoint(endpoint_name)
+    return f"{base_url.rstrip('/')}/api/v1/endpoints/{name}/predictions/"
 
 
 def server_upstream(endpoint_name: str, version_id: int, namespace: str) -> str:
@@ -542,6 +550,15 @@ def gateway_deployment(
         "name": "MODELDECK_GATEWAY_ADMIN_TOKEN",
         "valueFrom": {"secretKeyRef": {"name": token_secret_name(endpoint.name), "key": TOKEN_KEY}},
     }
+    environment = [token]
+    if settings.prediction_log_url:
+        # The prediction log ships to the dashboard, authenticated by the same token.
+        environment.append(
+            {
+                "name": "MODELDECK_GATEWAY_PREDICTION_LOG_URL",
+                "value": prediction_log_url(settings.prediction_log_url, endpoint.name),
+            }
+        )
     container = _container(
         name="gateway",
         image=image,
@@ -552,7 +569,7 @@ def gateway_deployment(
         live_path="/-/health",
         resources=settings.resources["gateway"],
         mounts=[{"name": "routes", "mountPath": ROUTES_DIR, "readOnly": True}],
-        environment=[token],
+        environment=environment,
     )
     routes_volume = {
         "name": "routes",

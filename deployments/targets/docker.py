@@ -10,6 +10,9 @@ Names of containers, networks and volumes are made of the installation id and ro
 every value that reaches a container command (endpoint name, "model:N", role) is checked against
 a strict pattern first. Containers carry the labels of `labels_for`, so `observe` and the orphan
 sweep find them from the engine alone; the engine is the only record.
+
+With `prediction_log_url` (the dashboard as containers reach it), each gateway ships its
+prediction log to the dashboard's ingest API; without it, predictions are not logged.
 """
 
 from __future__ import annotations
@@ -75,10 +78,15 @@ IMAGE_REFERENCE = re.compile(
 MEMORY = re.compile(r"^([1-9][0-9]{0,12})([kmg]?)$")
 RUNTIME_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$")
+# An http(s) base URL: no credentials, query or fragment, nothing a shell or header could split.
+BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[A-Za-z0-9._~/-]{0,200})?$")
+# The Docker host as containers reach it (mapped with extra_hosts to the engine's host-gateway).
+DOCKER_HOST_ALIAS = "host.docker.internal"
 CONFIG_KEYS = {
     "docker_host", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify",
     "base_image", "publish_host", "access_host", "gateway_port_range", "mem_limit",
     "gateway_mem_limit", "pids_limit", "cpus", "threads", "env", "registry", "runtime",
+    "prediction_log_url",
 }  # fmt: skip
 
 
@@ -116,6 +124,8 @@ class DockerSettings:
     env: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] | None = None
     runtime: str | None = None
+    # The dashboard's base URL as the gateway containers reach it ("": no prediction log).
+    prediction_log_url: str = ""
 
 
 def _fail(message: str, key: str) -> DriverError:
@@ -226,7 +236,24 @@ def docker_settings(config: dict[str, Any] | None) -> DockerSettings:
         if not isinstance(config["runtime"], str) or not RUNTIME_NAME.fullmatch(config["runtime"]):
             raise _fail("must be an OCI runtime name such as runc or runsc.", "runtime")
         values["runtime"] = config["runtime"]
+    if config.get("prediction_log_url") not in (None, ""):
+        values["prediction_log_url"] = _base_url(config["prediction_log_url"], "prediction_log_url")
     return DockerSettings(**values)
+
+
+def _base_url(value: Any, key: str) -> str:
+    try:
+        parts = urlsplit(value) if isinstance(value, str) and BASE_URL.fullmatch(value) else None
+        port_is_valid = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        parts, port_is_valid = None, False
+    if parts is None or not parts.hostname or not port_is_valid:
+        raise _fail(
+            "must be an http(s) URL such as http://host.docker.internal:8000, "
+            "without credentials, query or fragment.",
+            key,
+        )
+    return value.rstrip("/")
 
 
 def _environment(value: Any) -> dict[str, str]:
@@ -497,12 +524,15 @@ class DockerDriver(TargetDriver):
         memory: int,
         environment: dict[str, str],
         volumes: dict | None = None,
+        extra_hosts: dict[str, str] | None = None,
     ):
         create = {
             "name": name, "command": command, "labels": labels, "network": network,
             "ports": ports, "environment": environment, "volumes": volumes or {},
             "detach": True, **self._security(memory=memory),
         }  # fmt: skip
+        if extra_hosts:
+            create["extra_hosts"] = extra_hosts
         try:
             if "@" in image:
                 # A pushed image: pull it by digest (with the target's credentials) if absent.
@@ -655,6 +685,14 @@ class DockerDriver(TargetDriver):
         network = self._network(endpoint)
         # The admin token travels in the environment, never on a command line.
         environment = self._environment({"MODELDECK_GATEWAY_ADMIN_TOKEN": endpoint.gateway_token})
+        extra_hosts = None
+        if self.config.prediction_log_url:
+            # The prediction log ships to the dashboard, authenticated by the same token.
+            environment["MODELDECK_GATEWAY_PREDICTION_LOG_URL"] = (
+                f"{self.config.prediction_log_url}/api/v1/endpoints/{endpoint_name}/predictions/"
+            )
+            if urlsplit(self.config.prediction_log_url).hostname == DOCKER_HOST_ALIAS:
+                extra_hosts = {DOCKER_HOST_ALIAS: "host-gateway"}
         volumes = {name: {"bind": GATEWAY_STATE_DIR, "mode": "rw"}}
         last_error = None
         for port in self._gateway_port(endpoint):
@@ -663,7 +701,7 @@ class DockerDriver(TargetDriver):
                     name=name, image=image, command=command, labels=labels, network=network,
                     memory=self.config.gateway_mem_limit, environment=environment,
                     ports={f"{GATEWAY_PORT}/tcp": (self.config.publish_host, port)},
-                    volumes=volumes,
+                    volumes=volumes, extra_hosts=extra_hosts,
                 )  # fmt: skip
             except DriverError as error:
                 text = str(error)

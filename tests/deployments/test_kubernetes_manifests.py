@@ -437,6 +437,36 @@ class TestGateway:
         assert services["md-fraud-v41"]["spec"]["type"] == "ClusterIP"
         assert services["md-fraud-gateway"]["spec"]["ports"][0]["port"] == 8000
 
+    @pytest.mark.parametrize("version", kubernetes_versions())
+    def test_prediction_log_url_reaches_the_gateway_pods_and_the_manifests_still_validate(
+        self, version
+    ):
+        config = {"namespace": "models", "prediction_log_url": "http://modeldeck.web.svc:8000/"}
+        objects = _manifests(config)
+        gateway = _by(objects, "Deployment")["md-fraud-gateway"]
+        assert gateway["spec"]["template"]["spec"]["containers"][0]["env"] == [
+            {
+                "name": "MODELDECK_GATEWAY_ADMIN_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": "md-fraud-gateway-token", "key": "token"}},
+            },
+            {
+                "name": "MODELDECK_GATEWAY_PREDICTION_LOG_URL",
+                "value": "http://modeldeck.web.svc:8000/api/v1/endpoints/fraud/predictions/",
+            },
+        ]
+        # Only the gateway is told: version servers log nothing themselves.
+        for name, deployment in _by(objects, "Deployment").items():
+            if name != "md-fraud-gateway":
+                assert "env" not in deployment["spec"]["template"]["spec"]["containers"][0]
+        for manifest in objects:
+            validate_manifest(manifest, version)
+
+    def test_without_prediction_log_url_the_gateway_logs_nothing(self):
+        gateway = _by(_manifests(), "Deployment")["md-fraud-gateway"]
+        names = [e["name"] for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]]
+        assert names == ["MODELDECK_GATEWAY_ADMIN_TOKEN"]
+        assert kubernetes_settings({"prediction_log_url": ""}).prediction_log_url == ""
+
 
 class TestGatewayApi:
     def test_http_route_splits_by_weight_mirrors_shadows_and_pins_versions(self):
@@ -523,6 +553,13 @@ class TestTargetConfig:
             ({"gateway_service_type": "ExternalName"}, "gateway_service_type"),
             ({"image_pull_secrets": ["Bad Secret"]}, "image_pull_secrets"),
             ({"public_url": "javascript:alert(1)"}, "public_url"),
+            ({"prediction_log_url": "modeldeck.web.svc:8000"}, "prediction_log_url"),
+            ({"prediction_log_url": "ftp://modeldeck.web.svc/"}, "prediction_log_url"),
+            ({"prediction_log_url": "http://user:pw@modeldeck.web.svc"}, "prediction_log_url"),
+            ({"prediction_log_url": "http://modeldeck.web.svc/?x=1"}, "prediction_log_url"),
+            ({"prediction_log_url": "http://modeldeck.web.svc:99999"}, "prediction_log_url"),
+            ({"prediction_log_url": "http://x.svc/\n"}, "prediction_log_url"),
+            ({"prediction_log_url": 8000}, "prediction_log_url"),
             ({"kubeconfig_content": "apiVersion: v1"}, "kubeconfig_content"),
         ],
     )
