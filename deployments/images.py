@@ -32,6 +32,7 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
+from common.credentials import CredentialError, credential_environment
 from deployments.models import Build, BuildStatus, EventLevel, Target
 from deployments.targets.base import DriverError, installation_id
 from deployments.targets.docker import (
@@ -377,6 +378,12 @@ def _registry_auth(registry: dict) -> dict | None:
     username_env, password_env = registry.get("username_env"), registry.get("password_env")
     if not username_env:
         return None
+    # Checked again where used: a row written before the rule must not read other variables.
+    try:
+        credential_environment(username_env)
+        credential_environment(password_env or "")
+    except CredentialError as error:
+        raise BuildError(f"Registry credentials: the variable {error}") from None
     username, password = os.environ.get(username_env), os.environ.get(password_env or "")
     if not username or not password:
         raise BuildError(

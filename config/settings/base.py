@@ -376,6 +376,11 @@ DEPLOYMENTS_DRAIN_SECONDS = env_float("DEPLOYMENTS_DRAIN_SECONDS", 2.0)
 DEPLOYMENTS_LEASE_SECONDS = env_float("DEPLOYMENTS_LEASE_SECONDS", 60.0)
 # A running image build whose worker sent no heartbeat for this long is failed and replaced.
 DEPLOYMENTS_BUILD_STALE_SECONDS = env_float("DEPLOYMENTS_BUILD_STALE_SECONDS", 60.0)
+# The only folder whose files target settings may name (kubeconfigs, Docker TLS keys); see
+# common/credentials.py. Environment variables they name must start with MODELDECK_TARGET_.
+TARGET_CREDENTIALS_DIR = Path(
+    env_str("TARGET_CREDENTIALS_DIR", str(VAR_DIR / "credentials"))
+).resolve()
 # Wheels that serving images install with networking off (deployments/docker/README.md).
 MODELDECK_WHEELHOUSE = Path(
     env_str("MODELDECK_WHEELHOUSE", str(BASE_DIR / "var" / "wheelhouse"))

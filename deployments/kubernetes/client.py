@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from common.credentials import CredentialError, credential_file, credential_file_from_environment
 from deployments.kubernetes.config import KubernetesSettings
 from deployments.targets.base import DriverError
 
@@ -56,20 +57,23 @@ def api_client_for(settings: KubernetesSettings):
         if settings.in_cluster:
             config.load_incluster_config(client_configuration=configuration)
         else:
-            path = settings.kubeconfig or None
+            path = credential_file(settings.kubeconfig) if settings.kubeconfig else None
             if settings.kubeconfig_env:
-                path = os.environ.get(settings.kubeconfig_env, "")
-                if not path:
+                if not os.environ.get(settings.kubeconfig_env, ""):
                     raise DriverError(
                         f"The environment variable {settings.kubeconfig_env} (the kubeconfig "
                         "path) is not set on this worker."
                     )
+                # Checked again here: the variable's value is only known on the worker.
+                path = credential_file_from_environment(settings.kubeconfig_env)
             config.load_kube_config(
                 config_file=path,
                 context=settings.context or None,
                 client_configuration=configuration,
                 persist_config=False,
             )
+    except CredentialError as error:
+        raise DriverError(f"The kubeconfig path {error}") from None
     except (ConfigException, OSError, ValueError, TypeError, KeyError) as error:
         raise DriverError(f"Could not load the Kubernetes configuration: {error}") from None
     # Fail fast: the reconciler retries whole runs, not single requests.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import DriverError
 
 TRAFFIC_GATEWAY = "gateway"
@@ -207,15 +208,19 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
     if not DNS_LABEL.match(namespace):
         raise ConfigError("namespace must be a Kubernetes namespace name.", "namespace")
     kubeconfig = _text(config, "kubeconfig", limit=4096)
-    if kubeconfig and not kubeconfig.startswith("/"):
-        raise ConfigError(
-            "kubeconfig must be an absolute path to a file on the workers.", "kubeconfig"
-        )
     kubeconfig_env = _text(config, "kubeconfig_env", limit=128)
-    if kubeconfig_env and not ENVIRONMENT_NAME.match(kubeconfig_env):
-        raise ConfigError("kubeconfig_env must name an environment variable.", "kubeconfig_env")
     if kubeconfig and kubeconfig_env:
         raise ConfigError("Give kubeconfig or kubeconfig_env, not both.", "kubeconfig_env")
+    if kubeconfig:
+        try:
+            kubeconfig = credential_file(kubeconfig)
+        except CredentialError as error:
+            raise ConfigError(f"kubeconfig {error}", "kubeconfig") from None
+    if kubeconfig_env:
+        try:
+            credential_environment(kubeconfig_env)
+        except CredentialError as error:
+            raise ConfigError(f"kubeconfig_env {error}", "kubeconfig_env") from None
     context = _text(config, "context")
     if context and not context.isprintable():
         raise ConfigError("context must be printable text.", "context")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import (
     LABEL_ENDPOINT,
     LABEL_INSTALLATION,
@@ -135,14 +136,10 @@ def _fail(message: str, key: str) -> DriverError:
 
 
 def _path(value: Any, key: str) -> str:
-    if (
-        not isinstance(value, str)
-        or not value.startswith("/")
-        or "\x00" in value
-        or len(value) > 4096
-    ):
-        raise _fail("must be an absolute file path.", key)
-    return value
+    try:
+        return credential_file(value)
+    except CredentialError as error:
+        raise _fail(str(error), key) from None
 
 
 def _memory(value: Any, key: str) -> int:
@@ -288,9 +285,12 @@ def _registry(value: Any) -> dict[str, str]:
     for key in ("username_env", "password_env"):
         name = value.get(key)
         if name is not None:
-            if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
-                raise _fail(f"{key} must name an environment variable.", "registry")
-            registry[key] = name
+            # Only MODELDECK_TARGET_* variables: naming SECRET_KEY here would send it to a
+            # registry of the team's choosing as a password.
+            try:
+                registry[key] = credential_environment(name)
+            except CredentialError as error:
+                raise _fail(f"{key} {error}", "registry") from None
     if bool(registry.get("username_env")) != bool(registry.get("password_env")):
         raise _fail("username_env and password_env go together.", "registry")
     return registry

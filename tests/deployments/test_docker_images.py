@@ -271,25 +271,25 @@ def test_registry_credentials_come_from_the_named_environment_variables_only(
 ):
     registry = {
         "repository": "registry.example.com/ml/serving",
-        "username_env": "MDK_TEST_REGISTRY_USER",
-        "password_env": "MDK_TEST_REGISTRY_PASSWORD",
+        "username_env": "MODELDECK_TARGET_TEST_REGISTRY_USER",
+        "password_env": "MODELDECK_TARGET_TEST_REGISTRY_PASSWORD",
     }
     target = Target.objects.create(
         team=team, name="docker-push", kind=TargetKind.DOCKER, config={"registry": registry}
     )
-    monkeypatch.delenv("MDK_TEST_REGISTRY_USER", raising=False)
-    monkeypatch.delenv("MDK_TEST_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.delenv("MODELDECK_TARGET_TEST_REGISTRY_USER", raising=False)
+    monkeypatch.delenv("MODELDECK_TARGET_TEST_REGISTRY_PASSWORD", raising=False)
     build = images.build_request(version=versions[1], target=target)
     images.build_version_image(build.pk)
     build.refresh_from_db()
     assert build.status == BuildStatus.FAILED
     assert build.status_reason == (
-        "Registry credentials are missing: set MDK_TEST_REGISTRY_USER and "
-        "MDK_TEST_REGISTRY_PASSWORD in the worker's environment."
+        "Registry credentials are missing: set MODELDECK_TARGET_TEST_REGISTRY_USER and "
+        "MODELDECK_TARGET_TEST_REGISTRY_PASSWORD in the worker's environment."
     )
 
-    monkeypatch.setenv("MDK_TEST_REGISTRY_USER", "robot")
-    monkeypatch.setenv("MDK_TEST_REGISTRY_PASSWORD", "s3cret-value")
+    monkeypatch.setenv("MODELDECK_TARGET_TEST_REGISTRY_USER", "robot")
+    monkeypatch.setenv("MODELDECK_TARGET_TEST_REGISTRY_PASSWORD", "s3cret-value")
     build = Build.objects.create(
         version=versions[2], target=target, base_image="modeldeck/base:bookworm"
     )
@@ -462,7 +462,8 @@ def test_docker_settings_defaults_are_the_locked_down_ones():
     assert config.registry is None and config.env == {}
 
 
-def test_docker_settings_read_every_option():
+def test_docker_settings_read_every_option(settings):
+    settings.TARGET_CREDENTIALS_DIR = "/etc/modeldeck"
     config = docker_settings({
         "docker_host": "tcp://docker.internal:2376", "tls_ca_cert": "/etc/modeldeck/ca.pem",
         "tls_client_cert": "/etc/modeldeck/cert.pem", "tls_client_key": "/etc/modeldeck/key.pem",
@@ -470,7 +471,8 @@ def test_docker_settings_read_every_option():
         "gateway_port_range": "20000-20009", "mem_limit": "2g", "gateway_mem_limit": "128m",
         "pids_limit": 512, "cpus": 1.5, "threads": 2, "env": {"OMP_NUM_THREADS": "2"},
         "registry": {"repository": "registry.example.com:5000/ml/serving",
-                     "username_env": "REGISTRY_USER", "password_env": "REGISTRY_PASSWORD"},
+                     "username_env": "MODELDECK_TARGET_REGISTRY_USER",
+                     "password_env": "MODELDECK_TARGET_REGISTRY_PASSWORD"},
         "runtime": "runsc",
     })  # fmt: skip
     assert config.access_host == "127.0.0.1"  # 0.0.0.0 publishes everywhere; the worker uses lo
@@ -486,6 +488,21 @@ def test_docker_settings_read_every_option():
         {"docker_host": "tcp://host:2375; rm -rf /"},
         {"tls_ca_cert": "relative/ca.pem"},
         {"tls_client_cert": "/etc/cert.pem"},
+        {"tls_ca_cert": "/etc/passwd"},
+        {
+            "registry": {
+                "repository": "r.example.com/x",
+                "username_env": "SECRET_KEY",
+                "password_env": "MODELDECK_TARGET_REGISTRY_PASSWORD",
+            }
+        },
+        {
+            "registry": {
+                "repository": "r.example.com/x",
+                "username_env": "MODELDECK_TARGET_U",
+                "password_env": "DATABASE_URL",
+            }
+        },
         {"base_image": "evil image"},
         {"base_image": "modeldeck/base:bookworm\nRUN id"},
         {"publish_host": "localhost"},

@@ -64,7 +64,9 @@ def cluster():
 
 
 @pytest.fixture
-def kubeconfig(cluster, tmp_path):
+def kubeconfig(cluster, tmp_path, settings):
+    # Targets may only name files in TARGET_CREDENTIALS_DIR (common/credentials.py).
+    settings.TARGET_CREDENTIALS_DIR = tmp_path
     return cluster.write_kubeconfig(tmp_path / "kubeconfig")
 
 
@@ -618,13 +620,17 @@ class TestSweepAndConnection:
     ):
         config = _config(kubeconfig)
         del config["kubeconfig"]
-        config["kubeconfig_env"] = "MODELDECK_TEST_KUBECONFIG"
+        config["kubeconfig_env"] = "MODELDECK_TARGET_TEST_KUBECONFIG"
         Target.objects.filter(pk=target.pk).update(config=config)
-        monkeypatch.setenv("MODELDECK_TEST_KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("MODELDECK_TARGET_TEST_KUBECONFIG", str(kubeconfig))
         assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"
-        monkeypatch.delenv("MODELDECK_TEST_KUBECONFIG")
-        unset = r"MODELDECK_TEST_KUBECONFIG \(the kubeconfig path\) is not set"
+        monkeypatch.delenv("MODELDECK_TARGET_TEST_KUBECONFIG")
+        unset = r"MODELDECK_TARGET_TEST_KUBECONFIG \(the kubeconfig path\) is not set"
         with pytest.raises(DriverError, match=unset):
+            driver_for(Target.objects.get(pk=target.pk)).observe(endpoint=_reload(endpoint))
+        # The variable's value is checked where it is used: a path outside the folder is refused.
+        monkeypatch.setenv("MODELDECK_TARGET_TEST_KUBECONFIG", "/etc/passwd")
+        with pytest.raises(DriverError, match="TARGET_CREDENTIALS_DIR"):
             driver_for(Target.objects.get(pk=target.pk)).observe(endpoint=_reload(endpoint))
 
     def test_the_context_chooses_the_cluster(self, cluster, endpoint, target, kubeconfig):
@@ -649,12 +655,18 @@ class TestSweepAndConnection:
         assert reconcile_endpoint(endpoint_id=endpoint.pk) == "failed"
         assert "(401): Unauthorized" in _reload(endpoint).status_reason
 
-    def test_validate_config_refuses_bad_settings_and_keeps_good_ones(self):
-        good = {"kubeconfig": "/etc/modeldeck/kubeconfig", "context": "prod", "namespace": "ml"}
+    def test_validate_config_refuses_bad_settings_and_keeps_good_ones(self, settings, tmp_path):
+        settings.TARGET_CREDENTIALS_DIR = tmp_path
+        kubeconfig = str(tmp_path.resolve() / "prod" / "kubeconfig")
+        good = {"kubeconfig": kubeconfig, "context": "prod", "namespace": "ml"}
         assert KubernetesDriver.validate_config(good) == good
+        for bad in ("~/.kube/config", "/etc/modeldeck/kubeconfig", f"{tmp_path}/../x"):
+            with pytest.raises(ApplicationError) as caught:
+                KubernetesDriver.validate_config({"kubeconfig": bad})
+            assert caught.value.extra == {"config": "kubeconfig"}
         with pytest.raises(ApplicationError) as caught:
-            KubernetesDriver.validate_config({"kubeconfig": "~/.kube/config"})
-        assert caught.value.extra == {"config": "kubeconfig"}
+            KubernetesDriver.validate_config({"kubeconfig_env": "SECRET_KEY"})
+        assert caught.value.extra == {"config": "kubeconfig_env"}
 
 
 # --- the GitOps export ------------------------------------------------------------------------
