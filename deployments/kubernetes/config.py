@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from common.credentials import CredentialError, credential_environment, credential_file
-from deployments.targets.base import DriverError
+from deployments.targets.base import DriverError, dashboard_base_url
 
 TRAFFIC_GATEWAY = "gateway"
 TRAFFIC_GATEWAY_API = "gateway-api"
@@ -33,7 +32,6 @@ RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 HOSTNAME_TEMPLATE = re.compile(r"^(\*\.)?[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9}])?$")
 PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.{}:\[\]-]+(/[A-Za-z0-9._~/{}-]*)?$")
 # An http(s) base URL: no credentials, query, fragment or placeholder.
-BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[A-Za-z0-9._~/-]{0,200})?$")
 
 DEFAULT_RESOURCES = {
     "server": {
@@ -238,7 +236,7 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
     elif "gateway_api" in config:
         raise ConfigError('gateway_api needs traffic: "gateway-api".', "gateway_api")
     public_url = _text(config, "public_url", limit=500)
-    if public_url and not PUBLIC_URL.match(public_url):
+    if public_url and not PUBLIC_URL.fullmatch(public_url):
         raise ConfigError("public_url must be an http(s) URL.", "public_url")
     gateway_image = _text(config, "gateway_image", limit=500)
     if gateway_image and not IMAGE_BY_DIGEST.match(gateway_image):
@@ -299,15 +297,11 @@ def _base_url(config: dict[str, Any], key: str) -> str:
     value = config.get(key)
     if value in (None, ""):
         return ""
-    try:
-        parts = urlsplit(value) if isinstance(value, str) and BASE_URL.fullmatch(value) else None
-        port_is_valid = parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:
-        parts, port_is_valid = None, False
-    if parts is None or not parts.hostname or not port_is_valid:
+    url = dashboard_base_url(value)
+    if url is None:
         raise ConfigError(
             f"{key} must be an http(s) URL such as http://modeldeck.modeldeck.svc:8000, "
             "without credentials, query or fragment.",
             key,
         )
-    return value.rstrip("/")
+    return url

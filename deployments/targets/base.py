@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from deployments.models import Endpoint, Target
@@ -285,3 +287,20 @@ def installation_id() -> str:
 
     message = f"modeldeck-installation:{settings.RUNTIME_DIR}".encode()
     return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()[:16]
+
+
+_BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[A-Za-z0-9._~/-]{0,200})?$")
+
+
+def dashboard_base_url(value: Any) -> str | None:
+    """`value` as the base URL of the dashboard that gateways post to (http(s), a host, a valid
+    port, no credentials, query, fragment or whitespace), without a trailing slash; None when
+    it is not one."""
+    try:
+        parts = urlsplit(value) if isinstance(value, str) and _BASE_URL.fullmatch(value) else None
+        port_is_valid = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return None
+    if parts is None or not parts.hostname or not port_is_valid:
+        return None
+    return value.rstrip("/")

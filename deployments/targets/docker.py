@@ -41,6 +41,7 @@ from deployments.targets.base import (
     ServerSpec,
     ServerState,
     TargetDriver,
+    dashboard_base_url,
     installation_id,
     labels_for,
 )
@@ -80,7 +81,6 @@ MEMORY = re.compile(r"^([1-9][0-9]{0,12})([kmg]?)$")
 RUNTIME_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$")
 # An http(s) base URL: no credentials, query or fragment, nothing a shell or header could split.
-BASE_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[A-Za-z0-9._~/-]{0,200})?$")
 # The Docker host as containers reach it (mapped with extra_hosts to the engine's host-gateway).
 DOCKER_HOST_ALIAS = "host.docker.internal"
 CONFIG_KEYS = {
@@ -239,18 +239,14 @@ def docker_settings(config: dict[str, Any] | None) -> DockerSettings:
 
 
 def _base_url(value: Any, key: str) -> str:
-    try:
-        parts = urlsplit(value) if isinstance(value, str) and BASE_URL.fullmatch(value) else None
-        port_is_valid = parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:
-        parts, port_is_valid = None, False
-    if parts is None or not parts.hostname or not port_is_valid:
+    url = dashboard_base_url(value)
+    if url is None:
         raise _fail(
             "must be an http(s) URL such as http://host.docker.internal:8000, "
             "without credentials, query or fragment.",
             key,
         )
-    return value.rstrip("/")
+    return url
 
 
 def _environment(value: Any) -> dict[str, str]:

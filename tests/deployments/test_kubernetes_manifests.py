@@ -553,6 +553,7 @@ class TestTargetConfig:
             ({"gateway_service_type": "ExternalName"}, "gateway_service_type"),
             ({"image_pull_secrets": ["Bad Secret"]}, "image_pull_secrets"),
             ({"public_url": "javascript:alert(1)"}, "public_url"),
+            ({"public_url": "https://models.example.com/\n"}, "public_url"),
             ({"prediction_log_url": "modeldeck.web.svc:8000"}, "prediction_log_url"),
             ({"prediction_log_url": "ftp://modeldeck.web.svc/"}, "prediction_log_url"),
             ({"prediction_log_url": "http://user:pw@modeldeck.web.svc"}, "prediction_log_url"),
