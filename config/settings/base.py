@@ -381,6 +381,11 @@ DEPLOYMENTS_BUILD_STALE_SECONDS = env_float("DEPLOYMENTS_BUILD_STALE_SECONDS", 6
 TARGET_CREDENTIALS_DIR = Path(
     env_str("TARGET_CREDENTIALS_DIR", str(VAR_DIR / "credentials"))
 ).resolve()
+# Docker engines (docker_host values) that team admins may point targets at; none by default,
+# so docker targets use the workers' own engine. Example: tcp://gpu-box.internal:2376
+TARGET_DOCKER_HOSTS = env_list("TARGET_DOCKER_HOSTS", [])
+# Whether kubernetes targets may use the workers' own in-cluster service account.
+TARGET_ALLOW_IN_CLUSTER = env_bool("TARGET_ALLOW_IN_CLUSTER", False)
 # Wheels that serving images install with networking off (deployments/docker/README.md).
 MODELDECK_WHEELHOUSE = Path(
     env_str("MODELDECK_WHEELHOUSE", str(BASE_DIR / "var" / "wheelhouse"))

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
 from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import (
     LABEL_ENDPOINT,
@@ -342,9 +344,18 @@ class DockerDriver(TargetDriver):
         from common.errors import ApplicationError
 
         try:
-            docker_settings(config)
+            values = docker_settings(config)
         except DriverError as error:
             raise ApplicationError(str(error), {"config": getattr(error, "key", "")}) from None
+        # Which engines the workers may be sent to is the operator's call, not a team's: any
+        # other address would let a team admin make the workers connect wherever they like.
+        if values.docker_host and values.docker_host not in settings.TARGET_DOCKER_HOSTS:
+            raise ApplicationError(
+                f"Docker target setting docker_host: {values.docker_host} is not one of the "
+                "engines this installation allows (TARGET_DOCKER_HOSTS); leave it out to use "
+                "the workers' own engine.",
+                {"config": "docker_host"},
+            )
         return dict(config)
 
     # --- engine and names ---

@@ -21,6 +21,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+
 from common.errors import ApplicationError
 from deployments.kubernetes.client import KubernetesApi, KubernetesApiError, api_client_for
 from deployments.kubernetes.config import ConfigError, kubernetes_settings
@@ -121,9 +123,23 @@ class KubernetesDriver(TargetDriver):
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """See deployments/kubernetes/config.py for the settings; bad values are refused."""
         try:
-            kubernetes_settings(config)
+            values = kubernetes_settings(config)
         except ConfigError as error:
             raise ApplicationError(str(error), {"config": error.key}) from None
+        # Credentials are named, never implied: without a kubeconfig the client would fall back
+        # to the worker's own (~/.kube/config), and in-cluster means the worker pod's identity.
+        if values.in_cluster and not settings.TARGET_ALLOW_IN_CLUSTER:
+            raise ApplicationError(
+                "Kubernetes target setting in_cluster: this installation does not let targets "
+                "use the workers' own service account (TARGET_ALLOW_IN_CLUSTER).",
+                {"config": "in_cluster"},
+            )
+        if not (values.in_cluster or values.kubeconfig or values.kubeconfig_env):
+            raise ApplicationError(
+                "Kubernetes target settings need kubeconfig (a file in TARGET_CREDENTIALS_DIR) "
+                "or kubeconfig_env (a MODELDECK_TARGET_ variable holding its path).",
+                {"config": "kubeconfig"},
+            )
         return dict(config)
 
     @property
