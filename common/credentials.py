@@ -54,3 +54,25 @@ def credential_environment(name: object) -> str:
 def credential_file_from_environment(name: str) -> str:
     """The contained credential file named by the variable `name`, checked when it is used."""
     return credential_file(os.environ.get(credential_environment(name), ""))
+
+
+def team_scope(team_name: str) -> tuple[Path, str]:
+    """The credentials subfolder and variable prefix of one team: its targets may name only
+    files under CREDENTIALS_DIR/<team name>/ and variables MODELDECK_TARGET_<TEAM>_*."""
+    token = re.sub(r"[^A-Z0-9]", "_", team_name.upper())
+    root = credentials_dir()
+    folder = (root / team_name).resolve()
+    if folder == root or not folder.is_relative_to(root):
+        raise CredentialError("cannot be used: this team's name is not a folder name.")
+    return folder, f"{ENVIRONMENT_PREFIX}{token}_"
+
+
+def check_team_scope(team_name: str, *, files: list[str], variables: list[str]) -> None:
+    """CredentialError unless every named file and variable belongs to `team_name`."""
+    folder, prefix = team_scope(team_name)
+    for value in files:
+        if not Path(credential_file(value)).is_relative_to(folder):
+            raise CredentialError(f"must be a file inside {folder} (this team's credentials).")
+    for name in variables:
+        if not credential_environment(name).startswith(prefix):
+            raise CredentialError(f"must start with {prefix} (this team's variables).")

@@ -282,6 +282,7 @@ def target_create(
     if not isinstance(config, dict):
         raise ApplicationError("config must be a JSON object.", {"config": "object"})
     config = _validated_config(kind, config)
+    _check_credentials_of_team(team, config)
     if Target.objects.filter(name=name).exists():
         raise ApplicationError(f"A target named {name!r} already exists.", {"name": name})
     target = Target.objects.create(
@@ -312,6 +313,36 @@ def _validated_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         # A kind whose driver is not installed yet keeps its settings as given.
         return config
     return driver.validate_config(config)
+
+
+# Target settings that name a credential file, and those that name an environment variable.
+CREDENTIAL_FILE_SETTINGS = ("kubeconfig", "tls_ca_cert", "tls_client_cert", "tls_client_key")
+CREDENTIAL_VARIABLE_SETTINGS = ("kubeconfig_env",)
+
+
+def _check_credentials_of_team(team: Team, config: dict[str, Any]) -> None:
+    """A team's targets name only its own credentials (common/credentials.py team_scope)."""
+    from common.credentials import CredentialError, check_team_scope
+
+    registry = config.get("registry") if isinstance(config.get("registry"), dict) else {}
+    named = [
+        (key, value)
+        for key, value in (
+            *((key, config.get(key)) for key in CREDENTIAL_FILE_SETTINGS),
+            *((key, config.get(key)) for key in CREDENTIAL_VARIABLE_SETTINGS),
+            ("registry", registry.get("username_env")),
+            ("registry", registry.get("password_env")),
+        )
+        if value
+    ]
+    for key, value in named:
+        is_file = key in CREDENTIAL_FILE_SETTINGS
+        try:
+            check_team_scope(
+                team.name, files=[value] if is_file else [], variables=[] if is_file else [value]
+            )
+        except CredentialError as error:
+            raise ApplicationError(f"Target setting {key} {error}", {"config": key}) from None
 
 
 def _check_name(name: Any, what: str) -> None:

@@ -68,3 +68,24 @@ def test_environment_names_need_the_prefix_and_are_checked_again_when_used(folde
     assert credential_file_from_environment("MODELDECK_TARGET_KUBECONFIG") == str(
         folder / "kubeconfig"
     )
+
+
+def test_a_team_scope_is_its_own_subfolder_and_prefix(folder):
+    from common.credentials import check_team_scope, team_scope
+
+    assert team_scope("ml-team") == (folder / "ml-team", "MODELDECK_TARGET_ML_TEAM_")
+    check_team_scope(
+        "ml-team",
+        files=[str(folder / "ml-team" / "kubeconfig")],
+        variables=["MODELDECK_TARGET_ML_TEAM_KUBECONFIG"],
+    )
+    for files, variables in (
+        ([str(folder / "ops" / "kubeconfig")], []),
+        ([str(folder / "ml-team-2" / "kubeconfig")], []),
+        ([], ["MODELDECK_TARGET_OPS_KUBECONFIG"]),
+    ):
+        with pytest.raises(CredentialError):
+            check_team_scope("ml-team", files=files, variables=variables)
+    for name in ("..", ".", "a/../.."):
+        with pytest.raises(CredentialError):
+            team_scope(name)

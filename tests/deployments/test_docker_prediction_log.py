@@ -219,7 +219,7 @@ def test_a_bad_prediction_log_url_is_a_readable_400_and_creates_no_target(
 def test_a_good_prediction_log_url_is_kept_as_given(kind, team, admin_member, api_for):
     config = {"prediction_log_url": "https://modeldeck.example.com:8443/dashboard/"}
     if kind == TargetKind.KUBERNETES:
-        config["kubeconfig_env"] = "MODELDECK_TARGET_KUBECONFIG"  # credentials are never implied
+        config["kubeconfig_env"] = "MODELDECK_TARGET_ALPHA_KUBECONFIG"  # never implied
     payload = {"name": "logged", "kind": kind, "config": config}
     response = api_for(admin_member, team).post("/api/v1/targets/", payload, format="json")
     assert response.status_code == 201, response.json()

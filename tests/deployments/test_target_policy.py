@@ -49,5 +49,38 @@ def test_kubernetes_credentials_must_be_named(team, admin_member, api_for, setti
     settings.TARGET_ALLOW_IN_CLUSTER = True
     assert create(api, "kubernetes", {"in_cluster": True}).status_code == 201
     Target.objects.filter(name="new-target").delete()
-    named = {"kubeconfig_env": "MODELDECK_TARGET_KUBECONFIG"}
+    named = {"kubeconfig_env": "MODELDECK_TARGET_ALPHA_KUBECONFIG"}
     assert create(api, "kubernetes", named).status_code == 201
+
+
+def test_a_team_names_only_its_own_credentials(team, other_team, admin_member, api_for, settings):
+    """Team "alpha" gets CREDENTIALS_DIR/alpha/ and MODELDECK_TARGET_ALPHA_*; another team's
+    file or variable is refused even though it is inside the installation's folder."""
+    settings.TARGET_CREDENTIALS_DIR = "/srv/modeldeck-credentials"
+    api = api_for(admin_member, team)
+    other = other_team.name
+    refused = [
+        ("kubernetes", {"kubeconfig": f"/srv/modeldeck-credentials/{other}/kubeconfig"}),
+        ("kubernetes", {"kubeconfig": "/srv/modeldeck-credentials/kubeconfig"}),
+        ("kubernetes", {"kubeconfig": "/srv/modeldeck-credentials/alpha/../beta/kubeconfig"}),
+        ("kubernetes", {"kubeconfig_env": "MODELDECK_TARGET_KUBECONFIG"}),
+        ("kubernetes", {"kubeconfig_env": f"MODELDECK_TARGET_{other.upper()}_KUBECONFIG"}),
+        ("docker", {"tls_ca_cert": f"/srv/modeldeck-credentials/{other}/ca.pem"}),
+        (
+            "docker",
+            {
+                "registry": {
+                    "repository": "registry.example.com/alpha/serving",
+                    "username_env": "MODELDECK_TARGET_ALPHA_REGISTRY_USER",
+                    "password_env": f"MODELDECK_TARGET_{other.upper()}_REGISTRY_PASSWORD",
+                }
+            },
+        ),
+    ]
+    for kind, config in refused:
+        response = create(api, kind, config)
+        assert response.status_code == 400, (config, response.json())
+        assert response.json()["detail"]["config"] in (*config, "registry")
+    assert not Target.objects.filter(name="new-target").exists()
+    own = {"kubeconfig": "/srv/modeldeck-credentials/alpha/prod/kubeconfig"}
+    assert create(api, "kubernetes", own).status_code == 201
