@@ -27,6 +27,7 @@ from deployments.targets import driver_for
 from deployments.targets.base import LABEL_INSTALLATION, ServerSpec, installation_id
 from tests.conftest import tier_unavailable
 from tests.deployments.conftest import make_version
+from tests.deployments.load import assert_shifts_and_rollback_lose_no_request
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -272,35 +273,12 @@ def test_deploy_canary_promote_rollback_through_the_gateway_container(
 def test_weight_shifts_and_rollback_under_load_lose_no_request(
     engine, versions, docker_target, system
 ):
-    from tests.deployments.test_local_target import Load
-
     endpoint = _converge(
         services.endpoint_create(
             actor=system, name="steady", target=docker_target, version="adder:1"
         )
     )
-    with Load(endpoint) as load:
-        services.endpoint_deploy(actor=system, endpoint=endpoint, version="adder:2", weight=10)
-        _converge(endpoint)
-        services.endpoint_set_traffic(
-            actor=system, endpoint=endpoint, variants=[
-                {"version": "adder:1", "weight": 50, "role": "primary"},
-                {"version": "adder:2", "weight": 50, "role": "candidate"},
-            ],
-        )  # fmt: skip
-        _converge(endpoint)
-        services.endpoint_promote(actor=system, endpoint=endpoint)
-        _converge(endpoint)
-        promoted_at = load.mark()
-        services.endpoint_rollback(actor=system, endpoint=endpoint, release_number=1)
-        _converge(endpoint)
-        rolled_back_at = load.mark()
-        while load.mark() < rolled_back_at + 200 and not load.failures:
-            load.stopping.wait(0.05)
-    assert load.failures == []
-    assert "adder:2" in load.versions[:promoted_at]
-    assert set(load.versions[rolled_back_at + 50 :]) == {"adder:1"}
-    assert len(load.versions) > 300
+    assert_shifts_and_rollback_lose_no_request(system, endpoint, _converge)
     services.endpoint_stop(actor=system, endpoint=endpoint)
     assert reconcile_endpoint(endpoint_id=endpoint.pk) == "stopped"
 

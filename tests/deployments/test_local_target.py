@@ -1,6 +1,5 @@
 """End to end on the local target: real version servers and gateways, real requests."""
 
-import threading
 from collections import Counter
 
 import httpx
@@ -9,6 +8,7 @@ import pytest
 from deployments import services, tasks
 from deployments.models import Endpoint, EndpointStatus, LocalProcess, Release
 from tests.deployments.conftest import running_markers
+from tests.deployments.load import assert_shifts_and_rollback_lose_no_request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -85,50 +85,6 @@ def test_create_canary_promote_rollback_and_stop_through_the_gateway(
     assert running_markers() == {}
 
 
-class Load:
-    """Client threads sending requests through the gateway as fast as they can."""
-
-    def __init__(self, endpoint: Endpoint, threads: int = 2):
-        self.url = f"{endpoint.url}/v2/models/{endpoint.name}/infer"
-        self.stopping = threading.Event()
-        self.failures: list[str] = []
-        self.versions: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-
-    def run(self):
-        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
-        with httpx.Client(timeout=10) as client:
-            while not self.stopping.is_set():
-                try:
-                    response = client.post(self.url, json=body)
-                    outcome = response.headers.get("X-Model-Version", "")
-                    if response.status_code != 200:
-                        outcome = f"{response.status_code} {response.text[:200]}"
-                except httpx.HTTPError as error:
-                    response = None
-                    outcome = f"{type(error).__name__}: {error}"
-                with self.lock:
-                    if response is not None and response.status_code == 200:
-                        self.versions.append(outcome)
-                    else:
-                        self.failures.append(outcome)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.versions)
-
-
 def test_weight_shifts_and_rollback_under_load_lose_no_request(
     versions, dev_target, scientist, make_actor, runtime_processes
 ):
@@ -136,29 +92,7 @@ def test_weight_shifts_and_rollback_under_load_lose_no_request(
     endpoint = converge(
         services.endpoint_create(actor=actor, name="steady", target=dev_target, version="adder:1")
     )
-    with Load(endpoint) as load:
-        services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:2", weight=10)
-        converge(endpoint)
-        services.endpoint_set_traffic(
-            actor=actor, endpoint=endpoint, variants=[
-                {"version": "adder:1", "weight": 50, "role": "primary"},
-                {"version": "adder:2", "weight": 50, "role": "candidate"},
-            ],
-        )  # fmt: skip
-        converge(endpoint)
-        services.endpoint_promote(actor=actor, endpoint=endpoint)
-        converge(endpoint)
-        promoted_at = load.mark()
-        services.endpoint_rollback(actor=actor, endpoint=endpoint, release_number=1)
-        converge(endpoint)
-        rolled_back_at = load.mark()
-        # Keep the load on until the rollback has served for a while.
-        while load.mark() < rolled_back_at + 200 and not load.failures:
-            load.stopping.wait(0.05)
-    assert load.failures == []
-    assert "adder:2" in load.versions[:promoted_at]
-    assert set(load.versions[rolled_back_at + 50 :]) == {"adder:1"}
-    assert len(load.versions) > 300
+    assert_shifts_and_rollback_lose_no_request(actor, endpoint, converge)
 
 
 def test_a_version_that_cannot_load_degrades_the_endpoint_and_the_old_one_keeps_serving(
