@@ -442,7 +442,7 @@ def experiment_evaluate(*, experiment_id: int, now: datetime | None = None) -> E
     auto-stop a worse one (or one breaking a guardrail) loses its traffic to the control.
     """
     experiment = (
-        Experiment.objects.select_for_update()
+        Experiment.objects.select_for_update(of=("self",))
         .select_related("endpoint", "control__model", "treatment__model")
         .filter(pk=experiment_id, status=ExperimentStatus.RUNNING)
         .first()

@@ -417,7 +417,9 @@ def alert_rule_evaluate(*, rule: AlertRule, now: datetime | None = None) -> Aler
     hold = timedelta(minutes=rule.for_minutes)
     with transaction.atomic():
         rule = (
-            AlertRule.objects.select_for_update().select_related("endpoint__team").get(pk=rule.pk)
+            AlertRule.objects.select_for_update(of=("self",))
+            .select_related("endpoint__team")
+            .get(pk=rule.pk)
         )
         alert = Alert.objects.filter(rule=rule, status=AlertStatus.OPEN).first()
         breaching = rule.breaches(value)

@@ -181,7 +181,7 @@ def device_enroll(*, code: Any, name: Any, ip: str | None = None) -> tuple[EdgeD
         ) from None
     now = timezone.now()
     enrollment = (
-        EnrollmentCode.objects.select_for_update()
+        EnrollmentCode.objects.select_for_update(of=("self",))
         .select_related("target")
         .filter(digest=_code_digest(code))
         .first()
@@ -412,7 +412,11 @@ def device_heartbeat_record(*, device: EdgeDevice, payload: Any) -> dict:
     heartbeat = check_heartbeat(payload)
     summaries = heartbeat.pop("summaries")
     with transaction.atomic():
-        device = EdgeDevice.objects.select_for_update().select_related("target").get(pk=device.pk)
+        device = (
+            EdgeDevice.objects.select_for_update(of=("self",))
+            .select_related("target")
+            .get(pk=device.pk)
+        )
         now = timezone.now()
         stored = _summaries_store(device=device, summaries=summaries, now=now)
         for name, value in heartbeat.items():
