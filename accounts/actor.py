@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from accounts.models import ApiToken, Membership, Role
+from accounts.models import ApiToken, Membership, Role, Team
 
 
 def client_ip(request) -> str | None:
@@ -62,6 +62,17 @@ class Actor:
         actor = cls(user=user, label=label, ip=client_ip(request), token=token, roles=roles)
         request._modeldeck_actor = actor
         return actor
+
+    @classmethod
+    def for_admin_site(cls, request) -> Actor:
+        """Staff in the Django admin act with their team roles; superusers as admins of every
+        team."""
+        actor = cls.from_request(request)
+        if not request.user.is_superuser:
+            return actor
+        roles = dict.fromkeys(Team.objects.values_list("pk", flat=True), Role.ADMIN)
+        label = f"{request.user.get_username()} (admin site)"
+        return cls(user=request.user, label=label, ip=client_ip(request), roles=roles)
 
     @classmethod
     def system(cls, component: str) -> Actor:

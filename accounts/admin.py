@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from accounts.actor import Actor
 from accounts.models import ApiToken, AuditEvent, Membership, Team
 from accounts.services import token_revoke
+from common.admin import ReadOnlyAdmin
 
 
 class MembershipInline(admin.TabularInline):
@@ -61,17 +62,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_label", "action", "object_repr", "team", "source_ip"]
     list_filter = ["action", "team"]
     search_fields = ["actor_label", "object_repr", "action"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -5,6 +5,8 @@ Endpoint changes go through the pages and the API (services with audit); the adm
 
 from django.contrib import admin
 
+from accounts.actor import Actor
+from common.admin import ReadOnlyAdmin, run_admin_action
 from deployments.models import (
     Build,
     DeploymentEvent,
@@ -17,19 +19,6 @@ from deployments.models import (
     Release,
     Target,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Inspect only: rows here are written by services and the reconciler."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Target)
@@ -104,10 +93,11 @@ class EdgeDeviceAdmin(ReadOnlyAdmin):
     @admin.action(description="Revoke the selected devices' tokens")
     def revoke(self, request, queryset):
         from deployments.edge.services import device_revoke
-        from registry.admin import _run, admin_actor
 
-        actor = admin_actor(request)
-        _run(self, request, queryset, "Revoked", lambda d: device_revoke(actor=actor, device=d))
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self, request, queryset, "Revoked", lambda d: device_revoke(actor=actor, device=d)
+        )
 
 
 @admin.register(EdgeRollout)

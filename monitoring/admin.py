@@ -6,6 +6,7 @@ Allowing a webhook's host to resolve to internal addresses is an admin action (s
 from django.contrib import admin, messages
 
 from accounts.actor import Actor
+from common.admin import ReadOnlyAdmin
 from monitoring import services
 from monitoring.models import (
     Alert,
@@ -96,35 +97,22 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
 
 
-class _InspectOnly(admin.ModelAdmin):
-    """Experiments and guardrails change through their pages and API (services with audit)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Experiment)
-class ExperimentAdmin(_InspectOnly):
+class ExperimentAdmin(ReadOnlyAdmin):
     list_display = ["name", "endpoint", "status", "verdict", "metric", "started_at"]
     list_filter = ["status", "verdict", "metric"]
     search_fields = ["name", "endpoint__name"]
 
 
 @admin.register(RollbackPolicy)
-class RollbackPolicyAdmin(_InspectOnly):
+class RollbackPolicyAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "scope", "on_inconclusive", "dry_run", "is_enabled"]
     list_filter = ["scope", "dry_run", "is_enabled"]
     search_fields = ["endpoint__name"]
 
 
 @admin.register(PolicyEvaluation)
-class PolicyEvaluationAdmin(_InspectOnly):
+class PolicyEvaluationAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "endpoint", "release_number", "outcome", "action", "message"]
     list_filter = ["outcome", "action"]
     search_fields = ["endpoint__name", "message"]

@@ -1,12 +1,9 @@
 """Admin for the registry: read-only views with filters; changes go through the services."""
 
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.contrib import admin
 
-from accounts.actor import Actor, client_ip
-from accounts.models import Role, Team
-from common.errors import ApplicationError
+from accounts.actor import Actor
+from common.admin import ReadOnlyAdmin, run_admin_action
 from registry import services
 from registry.models import (
     Alias,
@@ -17,43 +14,6 @@ from registry.models import (
     Optimization,
     RegisteredModel,
 )
-
-
-def admin_actor(request) -> Actor:
-    """Staff act with their team roles; superusers act as admins of every team."""
-    actor = Actor.from_request(request)
-    if not request.user.is_superuser:
-        return actor
-    roles = dict.fromkeys(Team.objects.values_list("pk", flat=True), Role.ADMIN)
-    label = f"{request.user.get_username()} (admin site)"
-    return Actor(user=request.user, label=label, ip=client_ip(request), roles=roles)
-
-
-def _run(model_admin, request, queryset, verb: str, call) -> None:
-    done, refused = 0, []
-    for item in queryset:
-        try:
-            call(item)
-            done += 1
-        except (ApplicationError, PermissionDenied, Http404) as error:
-            refused.append(f"{item}: {getattr(error, 'message', None) or error or 'not allowed'}")
-    if done:
-        model_admin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
-    for line in refused[:20]:
-        model_admin.message_user(request, line, messages.ERROR)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows change only through services (one transaction, one audit event each)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class VersionInline(admin.TabularInline):
@@ -78,8 +38,8 @@ class RegisteredModelAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Archive selected models")
     def archive(self, request, queryset):
-        actor = admin_actor(request)
-        _run(
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
             self,
             request,
             queryset,
@@ -109,8 +69,8 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     actions = ["approve", "reject", "archive"]
 
     def _decide(self, request, queryset, decision: str, verb: str):
-        actor = admin_actor(request)
-        _run(
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
             self,
             request,
             queryset.select_related("model"),
@@ -130,8 +90,8 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Archive selected versions")
     def archive(self, request, queryset):
-        actor = admin_actor(request)
-        _run(
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
             self,
             request,
             queryset.select_related("model"),
