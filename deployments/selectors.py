@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -128,3 +130,22 @@ def endpoint_cards_for_actor(*, actor: Actor) -> list[dict]:
             }
         )
     return cards
+
+
+def endpoint_ids_rolling_out() -> list[int]:
+    """Live endpoints whose release still has canary steps to run."""
+    live = Endpoint.objects.filter(status=EndpointStatus.LIVE).select_related("desired_release")
+    return [
+        endpoint.pk
+        for endpoint in live
+        if endpoint.desired_release is not None and len(endpoint.desired_release.strategy) > 1
+    ]
+
+
+def endpoint_ids_to_reconcile(*, failed_retry_before: datetime) -> list[int]:
+    """Endpoints that want something, except those that failed after `failed_retry_before`
+    (a failed endpoint is retried at most that often; a new release retries at once)."""
+    endpoints = Endpoint.objects.filter(desired_release__isnull=False).exclude(
+        status=EndpointStatus.FAILED, last_reconciled_at__gt=failed_retry_before
+    )
+    return list(endpoints.values_list("pk", flat=True))

@@ -694,3 +694,18 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
         strategy=following,
         note=f"Canary step to {weight} %",
     )
+
+
+def local_processes_stop_all() -> int:
+    """Stop every serving process the local targets started (when a dev stack or the e2e tests
+    shut down); endpoints keep their desired release, so the next reconcile restarts them.
+    Returns how many processes were stopped."""
+    from deployments.targets import driver_for
+
+    stopped = 0
+    for target in Target.objects.filter(kind=TargetKind.LOCAL):
+        driver = driver_for(target)
+        for resource in driver.list_owned():
+            driver.remove_owned(resource=resource)
+            stopped += 1
+    return stopped

@@ -1,4 +1,4 @@
-"""Deployment tasks: converge endpoints and build images. Each is safe to run twice, at any time."""
+"""Deployment tasks: converge endpoints. Both are safe to run twice and at any time."""
 
 import logging
 from datetime import timedelta
@@ -6,9 +6,9 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from deployments import images, reconciler
+from deployments import reconciler, selectors
 from deployments.edge.tasks import advance_edge_rollouts  # noqa: F401 (registers the task)
-from deployments.models import Endpoint, EndpointStatus, Target, TargetKind
+from deployments.models import Target
 from deployments.services import endpoint_advance_rollout
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def reconcile_all() -> int:
     """Beat: advance baked canaries, remove orphans, and re-converge every endpoint."""
     from monitoring.guardrails import rollback_policies_evaluate_all
 
-    rolling_out = _rollout_candidates()
+    rolling_out = selectors.endpoint_ids_rolling_out()
     # Canary steps are gated by the endpoint's rollback policy: judge each rolling-out endpoint
     # now (a breach rolls back here) so that a step never waits a whole minute for its verdict.
     rollback_policies_evaluate_all(endpoint_ids=rolling_out)
@@ -40,42 +40,7 @@ def reconcile_all() -> int:
         except Exception:  # one broken target must not stop the others from converging
             logger.exception("orphan sweep of target %s failed", target)
     retry_before = timezone.now() - timedelta(seconds=FAILED_RETRY_SECONDS)
-    endpoints = Endpoint.objects.filter(desired_release__isnull=False).exclude(
-        status=EndpointStatus.FAILED, last_reconciled_at__gt=retry_before
-    )
-    count = 0
-    for endpoint_id in endpoints.values_list("pk", flat=True):
+    endpoint_ids = selectors.endpoint_ids_to_reconcile(failed_retry_before=retry_before)
+    for endpoint_id in endpoint_ids:
         reconcile_endpoint.delay(endpoint_id)
-        count += 1
-    return count
-
-
-@shared_task(ignore_result=True)
-def build_version_image(build_id: int) -> None:
-    """Build one pending serving image; a redelivered task finds the build claimed and returns."""
-    images.build_version_image(build_id)
-
-
-def stop_everything() -> int:
-    """Stop every serving process the local targets started (used by `stop` of a dev stack and
-    the end-to-end tests); endpoints keep their desired release, so the next reconcile restarts
-    them. Returns how many resources were stopped."""
-    from deployments.targets import driver_for
-
-    stopped = 0
-    for target in Target.objects.filter(kind=TargetKind.LOCAL):
-        driver = driver_for(target)
-        for resource in driver.list_owned():
-            driver.remove_owned(resource=resource)
-            stopped += 1
-    return stopped
-
-
-def _rollout_candidates() -> list[int]:
-    """Live endpoints whose release still has canary steps to run."""
-    live = Endpoint.objects.filter(status=EndpointStatus.LIVE).select_related("desired_release")
-    return [
-        endpoint.pk
-        for endpoint in live
-        if endpoint.desired_release is not None and len(endpoint.desired_release.strategy) > 1
-    ]
+    return len(endpoint_ids)

@@ -161,7 +161,7 @@ class Stack:
                 "manage.py",
                 "shell",
                 "-c",
-                "from deployments.tasks import stop_everything; stop_everything()",
+                "from deployments import services; services.local_processes_stop_all()",
             ],
             cwd=ROOT,
             env=self.env,

@@ -11,7 +11,6 @@ from django.apps import apps
 
 from config.celery import app as celery_app
 from deployments import services as deployment_services
-from deployments.models import Build, Target, TargetKind
 from monitoring import services as monitoring_services
 from monitoring.models import WebhookEvent
 from registry.models import VersionStatus
@@ -97,22 +96,6 @@ def case_reconcile_endpoint(world):
     return first, second
 
 
-def case_build_version_image(world):
-    target = Target.objects.create(
-        team=world["target"].team,
-        name="docker-nowhere",
-        kind=TargetKind.DOCKER,
-        config={"docker_host": "tcp://127.0.0.1:9"},
-    )
-    build = Build.objects.create(
-        version=world["versions"][1], target=target, base_image="python:3.11-slim"
-    )
-    first, second = run_twice("deployments.tasks.build_version_image", build.pk)
-    build.refresh_from_db()
-    assert build.status == "failed"  # no engine there: one failure, recorded once
-    return first, second
-
-
 def case_deliver_webhook(world):
     webhook = monitoring_services.webhook_create(
         actor=world["system"],
@@ -171,7 +154,6 @@ WITH_ID = {
     "registry.tasks.run_batch_job": case_run_batch_job,
     "registry.tasks.optimize_version": case_optimize_version,
     "deployments.tasks.reconcile_endpoint": case_reconcile_endpoint,
-    "deployments.tasks.build_version_image": case_build_version_image,
     "monitoring.tasks.deliver_webhook": case_deliver_webhook,
 }
 
