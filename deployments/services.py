@@ -281,8 +281,7 @@ def target_create(
         config = {}
     if not isinstance(config, dict):
         raise ApplicationError("config must be a JSON object.", {"config": "object"})
-    config = _validated_config(kind, config)
-    _check_credentials_of_team(team, config)
+    config = _validated_config(team, kind, config)
     if Target.objects.filter(name=name).exists():
         raise ApplicationError(f"A target named {name!r} already exists.", {"name": name})
     target = Target.objects.create(
@@ -303,7 +302,10 @@ def target_create(
     return target
 
 
-def _validated_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+def _validated_config(team: Team, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The driver's check of `config`, then its credentials held to the team's own scope
+    (common/credentials.py team_scope)."""
+    from common.credentials import CredentialError, check_team_scope
     from deployments.targets import driver_class
     from deployments.targets.base import DriverError
 
@@ -312,37 +314,14 @@ def _validated_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     except DriverError:
         # A kind whose driver is not installed yet keeps its settings as given.
         return config
-    return driver.validate_config(config)
-
-
-# Target settings that name a credential file, and those that name an environment variable.
-CREDENTIAL_FILE_SETTINGS = ("kubeconfig", "tls_ca_cert", "tls_client_cert", "tls_client_key")
-CREDENTIAL_VARIABLE_SETTINGS = ("kubeconfig_env",)
-
-
-def _check_credentials_of_team(team: Team, config: dict[str, Any]) -> None:
-    """A team's targets name only its own credentials (common/credentials.py team_scope)."""
-    from common.credentials import CredentialError, check_team_scope
-
-    registry = config.get("registry") if isinstance(config.get("registry"), dict) else {}
-    named = [
-        (key, value)
-        for key, value in (
-            *((key, config.get(key)) for key in CREDENTIAL_FILE_SETTINGS),
-            *((key, config.get(key)) for key in CREDENTIAL_VARIABLE_SETTINGS),
-            ("registry", registry.get("username_env")),
-            ("registry", registry.get("password_env")),
-        )
-        if value
-    ]
-    for key, value in named:
-        is_file = key in CREDENTIAL_FILE_SETTINGS
+    config = driver.validate_config(config)
+    for key, what, value in driver.credential_references(config):
+        files, variables = ([value], []) if what == "file" else ([], [value])
         try:
-            check_team_scope(
-                team.name, files=[value] if is_file else [], variables=[] if is_file else [value]
-            )
+            check_team_scope(team.name, files=files, variables=variables)
         except CredentialError as error:
             raise ApplicationError(f"Target setting {key} {error}", {"config": key}) from None
+    return config
 
 
 def _check_name(name: Any, what: str) -> None:

@@ -223,6 +223,12 @@ class TargetDriver(abc.ABC):
             )
         return {}
 
+    @classmethod
+    def credential_references(cls, config: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """The credentials a validated ``config`` names, as (setting, "file" | "variable",
+        value), so that the target service can hold them to the owning team's scope."""
+        return []
+
     def model_folder(self, *, spec: ServerSpec) -> Path | None:
         """Where the reconciler materializes the version (``model.onnx``) before
         ``ensure_server``; None when the driver ships models another way (images)."""

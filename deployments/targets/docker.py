@@ -358,6 +358,21 @@ class DockerDriver(TargetDriver):
             )
         return dict(config)
 
+    @classmethod
+    def credential_references(cls, config: dict[str, Any]) -> list[tuple[str, str, str]]:
+        files = [
+            (key, "file", config[key])
+            for key in ("tls_ca_cert", "tls_client_cert", "tls_client_key")
+            if config.get(key)
+        ]
+        registry = config.get("registry") or {}
+        variables = [
+            ("registry", "variable", registry[key])
+            for key in ("username_env", "password_env")
+            if registry.get(key)
+        ]
+        return files + variables
+
     # --- engine and names ---
 
     @property

@@ -142,6 +142,15 @@ class KubernetesDriver(TargetDriver):
             )
         return dict(config)
 
+    @classmethod
+    def credential_references(cls, config: dict[str, Any]) -> list[tuple[str, str, str]]:
+        references = []
+        if config.get("kubeconfig"):
+            references.append(("kubeconfig", "file", config["kubeconfig"]))
+        if config.get("kubeconfig_env"):
+            references.append(("kubeconfig_env", "variable", config["kubeconfig_env"]))
+        return references
+
     @property
     def api(self) -> KubernetesApi:
         if self._api is None:
