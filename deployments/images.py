@@ -1,4 +1,10 @@
-"""Serving images for Docker targets: one per version × target × base image, built offline.
+"""Serving images: built offline on a Docker engine, kept there or pushed to a registry.
+
+A Docker target's image stays on its engine (one per version × target × base image) unless the
+target names a registry. A Kubernetes target always names one in its `build` setting (the
+engine to build on and the repository its cluster pulls from). A pushed image is one per
+version × repository × base image: any later deploy of the version to a target pushing to the
+same repository reuses it.
 
 The build context is assembled in memory from an explicit file list: the fixed Dockerfile
 template (`deployments/docker/Dockerfile.serving`), the dependency wheels, the runtime wheel and
@@ -28,12 +34,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from common.credentials import CredentialError, credential_environment
-from deployments.models import Build, BuildStatus, EventLevel, Target
+from deployments.models import Build, BuildStatus, EventLevel, Target, TargetKind
 from deployments.targets.base import DriverError, installation_id
 from deployments.targets.docker import (
     IMAGE_REFERENCE,
@@ -235,6 +241,31 @@ def build_context(*, version: ModelVersion, wheelhouse: Path | None = None) -> B
     return BuildContext(fileobj=spool, members=members, size=size)
 
 
+# --- where a target builds ---------------------------------------------------------------------
+
+
+def build_settings(target: Target) -> DockerSettings:
+    """The engine and registry a target's images are built with: a Docker target's own
+    settings, or a Kubernetes target's `build` setting (DriverError when it has none)."""
+    if target.kind == TargetKind.KUBERNETES:
+        from deployments.kubernetes.config import kubernetes_settings
+
+        values = kubernetes_settings(target.config).build
+        if values is None:
+            raise DriverError(
+                f"Kubernetes target {target.name} has no build setting: give it "
+                '"build": {"registry": {"repository": …}} so deploys build and push the '
+                "serving images its cluster pulls."
+            )
+        return values
+    return docker_settings(target.config)
+
+
+def build_repository(config: DockerSettings) -> str:
+    """The repository a target's builds are pushed to ("": kept on the engine)."""
+    return config.registry["repository"] if config.registry else ""
+
+
 # --- running a build ---------------------------------------------------------------------------
 
 
@@ -399,12 +430,20 @@ def _push(recorder: _BuildRecorder, *, client, image_id: str, registry: dict, ta
     client.api.tag(image_id, repository, tag)
     recorder.line(f"Pushing {repository}:{tag}", progress=92, force=True)
     digest = ""
+    layers: dict[str, str] = {}
     for chunk in client.api.push(
         repository, tag=tag, stream=True, decode=True, auth_config=_registry_auth(registry)
     ):
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            recorder.line(f"ERROR: {detail}", force=True)
             raise BuildError(f"The registry refused the push: {str(detail).strip()[:500]}")
+        status, layer = str(chunk.get("status", "")), str(chunk.get("id", ""))
+        # One log line per layer and state, not one per progress tick.
+        if layer and status and layers.get(layer) != status and status != "Pushing":
+            layers[layer] = status
+            done = sum(1 for state in layers.values() if state != "Preparing")
+            recorder.line(f"{layer}: {status}", progress=92 + 6 * done // max(len(layers), 1))
         aux = chunk.get("aux")
         if isinstance(aux, dict) and IMAGE_ID.fullmatch(str(aux.get("Digest", ""))):
             digest = aux["Digest"]
@@ -456,7 +495,12 @@ def _build_claimed(build: Build) -> None:
     started = time.monotonic()
     _event(build, f"Building the serving image of {build.version.reference}.")
     try:
-        config = docker_settings(build.target.config)
+        config = build_settings(build.target)
+        if build_repository(config) != build.repository:
+            raise BuildError(
+                f"The target {build.target.name} no longer pushes to "
+                f"{build.repository or 'its own engine only'}; a newer deploy builds again."
+            )
         _checked(IMAGE_REFERENCE, build.base_image, "base image")
         client = docker_client(config)
         recorder.line("Packing the build context.", progress=1, force=True)
@@ -537,7 +581,11 @@ def _model_sha256(version: ModelVersion) -> str:
 
 
 def _builds_for(*, version: ModelVersion, target: Target, config: DockerSettings):
-    return Build.objects.filter(version=version, target=target, base_image=config.base_image)
+    builds = Build.objects.filter(version=version, base_image=config.base_image)
+    if config.registry:
+        # A pushed image serves every target that pulls from the same repository.
+        return builds.filter(repository=build_repository(config))
+    return builds.filter(target=target, repository="")
 
 
 def image_exists(client, build: Build) -> bool:
@@ -554,7 +602,7 @@ def image_exists(client, build: Build) -> bool:
 def build_request(*, version: ModelVersion, target: Target) -> Build:
     """The build that will serve `version` on `target`: a usable succeeded one, one in flight,
     a recently failed one (not retried yet), or a new pending one. Idempotent."""
-    config = docker_settings(target.config)
+    config = build_settings(target)
     builds = _builds_for(version=version, target=target, config=config)
     now = timezone.now()
     silent = builds.filter(
@@ -582,9 +630,19 @@ def build_request(*, version: ModelVersion, target: Target) -> Build:
     for succeeded in builds.filter(status=BuildStatus.SUCCEEDED).order_by("-created_at", "-pk"):
         if image_exists(docker_client(config), succeeded):
             return succeeded
-    return Build.objects.create(
-        version=version, target=target, base_image=config.base_image, platform=DEFAULT_PLATFORM
-    )
+    try:
+        with transaction.atomic():
+            return Build.objects.create(
+                version=version,
+                target=target,
+                base_image=config.base_image,
+                repository=build_repository(config),
+                platform=DEFAULT_PLATFORM,
+            )
+    except IntegrityError:
+        # Another reconcile just asked for the same pushed image: share its build.
+        shared = builds.exclude(status=BuildStatus.FAILED).order_by("-created_at", "-pk").first()
+        return shared or builds.order_by("-created_at", "-pk").first()
 
 
 def ensure_version_image(*, version: ModelVersion, target: Target) -> Build:

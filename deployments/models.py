@@ -76,12 +76,16 @@ BUILD_TERMINAL = {BuildStatus.SUCCEEDED, BuildStatus.FAILED}
 
 
 class Build(TimeStampedModel):
-    """A serving image for one version on one target's engine, deployed by digest."""
+    """A serving image for one version, deployed by digest: kept on one target's engine, or
+    pushed to a registry repository and then shared by every target that pushes there."""
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="builds")
+    # The target whose deploy asked for the image (its engine builds it; its team sees it).
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="builds")
     platform = models.CharField(max_length=32, default="linux/amd64")
     base_image = models.CharField(max_length=255)
+    # The registry repository the image is pushed to; blank: it stays on the building engine.
+    repository = models.CharField(max_length=255, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=BuildStatus.choices, default=BuildStatus.PENDING, db_index=True
     )
@@ -95,6 +99,15 @@ class Build(TimeStampedModel):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One image per version and registry (and base): two reconciles of two endpoints
+            # that need it at once share one build instead of pushing twice.
+            models.UniqueConstraint(
+                fields=["version", "repository", "base_image"],
+                condition=~models.Q(repository="") & ~models.Q(status="failed"),
+                name="deployments_build_one_per_registry",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"build {self.pk} of {self.version} on {self.target}"

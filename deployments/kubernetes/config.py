@@ -13,6 +13,7 @@ from typing import Any
 
 from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import DriverError, dashboard_base_url
+from deployments.targets.docker import DockerSettings, docker_settings
 
 TRAFFIC_GATEWAY = "gateway"
 TRAFFIC_GATEWAY_API = "gateway-api"
@@ -48,7 +49,13 @@ CONFIG_KEYS = (
     "namespace", "kubeconfig", "kubeconfig_env", "context", "in_cluster", "traffic",
     "gateway_api", "public_url", "resources", "gateway_image", "gateway_replicas",
     "gateway_service_type", "image_pull_secrets", "threads", "switch_timeout_seconds",
-    "prediction_log_url",
+    "prediction_log_url", "build",
+)  # fmt: skip
+# `build`: the Docker engine serving images are built on and the registry the cluster pulls
+# them from (the same settings, and the same checks, as a Docker target's).
+BUILD_KEYS = (
+    "docker_host", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify",
+    "base_image", "registry",
 )  # fmt: skip
 
 
@@ -107,6 +114,8 @@ class KubernetesSettings:
     switch_timeout_seconds: float = 60.0
     # The dashboard's base URL as gateway pods reach it ("": no prediction log).
     prediction_log_url: str = ""
+    # Where serving images are built and pushed (None: this target cannot build them).
+    build: DockerSettings | None = None
 
     @property
     def uses_gateway_api(self) -> bool:
@@ -272,6 +281,7 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
     ):
         raise ConfigError("switch_timeout_seconds must be from 1 to 600.", "switch_timeout_seconds")
     prediction_log_url = _base_url(config, "prediction_log_url")
+    build = _build(config.get("build"))
     return KubernetesSettings(
         namespace=namespace,
         kubeconfig=kubeconfig,
@@ -290,7 +300,25 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         threads=threads,
         switch_timeout_seconds=float(timeout),
         prediction_log_url=prediction_log_url,
+        build=build,
     )
+
+
+def _build(value: Any) -> DockerSettings | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - set(BUILD_KEYS):
+        raise ConfigError(f"build takes {', '.join(BUILD_KEYS)}.", "build")
+    if not isinstance(value.get("registry"), dict):
+        raise ConfigError(
+            'build needs "registry": {"repository", "username_env", "password_env"}: the '
+            "cluster pulls serving images from it.",
+            "build",
+        )
+    try:
+        return docker_settings(value)
+    except DriverError as error:
+        raise ConfigError(f"build: {error}", "build") from None
 
 
 def _base_url(config: dict[str, Any], key: str) -> str:

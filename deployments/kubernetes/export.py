@@ -54,16 +54,29 @@ def image_by_digest(build: Build) -> str:
 
 
 def serving_versions(*, target: Target, version_ids: Iterable[int]) -> dict[int, ServingVersion]:
-    """Each version with the image of its newest succeeded build for this target."""
+    """Each version with the image of its newest succeeded build pushed to the repository this
+    target's cluster pulls from (whichever target's deploy built it)."""
     from deployments.models import Build, BuildStatus
     from registry.models import Artifact, ArtifactKind, ModelVersion
 
+    build_config = kubernetes_settings(target.config).build
+    if build_config is None or not build_config.registry:
+        raise DriverError(
+            f"Kubernetes target {target.name} has no build setting: give it "
+            '"build": {"registry": {"repository": …}} so deploys build and push the serving '
+            "images its cluster pulls."
+        )
     ids = sorted({int(version_id) for version_id in version_ids})
     versions = ModelVersion.objects.select_related("model").in_bulk(ids)
     builds: dict[int, Build] = {}
     succeeded = (
         Build.objects.select_related("version__model")
-        .filter(target=target, version_id__in=ids, status=BuildStatus.SUCCEEDED)
+        .filter(
+            repository=build_config.registry["repository"],
+            base_image=build_config.base_image,
+            version_id__in=ids,
+            status=BuildStatus.SUCCEEDED,
+        )
         .exclude(digest="")
         .order_by(F("finished_at").desc(nulls_last=True), "-pk")
     )
@@ -82,8 +95,9 @@ def serving_versions(*, target: Target, version_ids: Iterable[int]) -> dict[int,
         build = builds.get(version_id)
         if build is None:
             raise DriverError(
-                f"{version.reference} has no succeeded image build for target {target.name}; "
-                "build its serving image for this target first."
+                f"{version.reference} has no succeeded image build for target {target.name} "
+                f"(registry {build_config.registry['repository']}); deploy it to build and "
+                "push its serving image."
             )
         result[version_id] = ServingVersion(
             version_id=version_id,

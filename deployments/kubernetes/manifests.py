@@ -1,6 +1,9 @@
 """An endpoint's Kubernetes objects, built by pure functions: plain data in, API objects out.
 
-Per serving version: a Deployment (the image by digest) and a ClusterIP Service. Per endpoint,
+Per serving version: a Deployment (the image by digest) and a ClusterIP Service; with the
+version's `autoscale`, a HorizontalPodAutoscaler (autoscaling/v2, CPU utilisation) owns the
+Deployment's replica count instead, and every version that can run more than one pod gets a
+PodDisruptionBudget (policy/v1, at most one pod evicted at a time). Per endpoint,
 with `traffic: gateway` (the default): the modeldeck-gateway Deployment and Service, its route
 table in a ConfigMap mounted read-only (`--routes-file`), and its admin token in a Secret. The
 gateway's pod template carries the route table's sha256, so a new table rolls the gateway pods
@@ -70,6 +73,9 @@ GRACE_SECONDS = 30
 PIN_HEADER = "X-Model-Version"
 # HTTPRoute rules are limited to 16: one weighted rule plus one pinning rule per version.
 MAX_ROUTED_VERSIONS = 15
+# Per-version scale (contract: Release.variants "replicas" or "autoscale").
+MAX_REPLICAS = 20
+SCALING_KINDS = ("HorizontalPodAutoscaler", "PodDisruptionBudget")
 
 ENDPOINT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 # DNS-1035 label: valid for every kind here, Services included.
@@ -318,18 +324,22 @@ def _deployment(
     selector: dict[str, str],
     pod_labels: dict[str, str],
     pod_annotations: dict[str, str],
-    replicas: int,
+    replicas: int | None,
     pod_spec: dict[str, Any],
 ) -> dict[str, Any]:
     template_metadata: dict[str, Any] = {"labels": pod_labels}
     if pod_annotations:
         template_metadata["annotations"] = pod_annotations
+    spec: dict[str, Any] = {}
+    if replicas is not None:
+        # Left out under a HorizontalPodAutoscaler: an applied count would fight its own.
+        spec["replicas"] = int(replicas)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata,
         "spec": {
-            "replicas": int(replicas),
+            **spec,
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": 300,
             "selector": {"matchLabels": selector},
@@ -389,6 +399,91 @@ def _version_annotations(version: ServingVersion) -> dict[str, str]:
     }
 
 
+def checked_scale(
+    replicas: Any, autoscale: Mapping[str, Any] | None
+) -> tuple[int, dict[str, int] | None]:
+    """(replicas, autoscale) of a version, checked: a fixed count 1..20, or
+    {min, max, target_cpu_percent} with 1 <= min <= max <= 20 and a 1..100 % CPU target."""
+    if autoscale is not None:
+        keys = ("min", "max", "target_cpu_percent")
+        if not isinstance(autoscale, Mapping) or set(autoscale) != set(keys):
+            raise DriverError("autoscale takes min, max and target_cpu_percent.")
+        values = {key: autoscale[key] for key in keys}
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values.values()) or not (
+            1 <= values["min"] <= values["max"] <= MAX_REPLICAS
+            and 1 <= values["target_cpu_percent"] <= 100
+        ):
+            raise DriverError(
+                f"autoscale needs 1 <= min <= max <= {MAX_REPLICAS} and a target_cpu_percent "
+                "from 1 to 100."
+            )
+        return values["min"], values
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        raise DriverError("replicas must be a whole number.")
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise DriverError(f"replicas must be from 1 to {MAX_REPLICAS}.")
+    return replicas, None
+
+
+def scaling_manifests(
+    *,
+    endpoint: EndpointIdentity,
+    version: ServingVersion,
+    role: str,
+    release_number: int,
+    replicas: int,
+    autoscale: Mapping[str, Any] | None = None,
+    settings: KubernetesSettings,
+) -> list[dict[str, Any]]:
+    """A version server's HorizontalPodAutoscaler (with `autoscale`) and PodDisruptionBudget
+    (whenever it may run more than one pod); empty for a single fixed pod."""
+    replicas, autoscale = checked_scale(replicas, autoscale)
+    role = _checked_role(role)
+    name = server_name(endpoint.name, version.version_id)
+    selector = server_selector(endpoint, version.version_id)
+    labels = _object_labels(
+        _pod_labels(endpoint, selector, "modeldeck-server"), release_number, role
+    )
+    objects: list[dict[str, Any]] = []
+    if autoscale is not None:
+        objects.append(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": _metadata(name, settings, labels),
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": autoscale["min"],
+                    "maxReplicas": autoscale["max"],
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {
+                                "name": "cpu",
+                                "target": {
+                                    "type": "Utilization",
+                                    "averageUtilization": autoscale["target_cpu_percent"],
+                                },
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    if autoscale is not None or replicas > 1:
+        # Node drains evict one pod at a time and never wait on a version's last pod forever
+        # (minAvailable would block a drain of a one-pod version for good).
+        objects.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": _metadata(name, settings, labels),
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            }
+        )
+    return objects
+
+
 def server_manifests(
     *,
     endpoint: EndpointIdentity,
@@ -397,8 +492,10 @@ def server_manifests(
     release_number: int,
     replicas: int,
     settings: KubernetesSettings,
+    autoscale: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The Service and Deployment of one version server."""
+    """The Service and Deployment of one version server (see scaling_manifests for the rest)."""
+    replicas, autoscale = checked_scale(replicas, autoscale)
     version = _checked_version(version)
     role = _checked_role(role)
     name = server_name(endpoint.name, version.version_id)
@@ -438,7 +535,7 @@ def server_manifests(
         selector=selector,
         pod_labels=pod_labels,
         pod_annotations=annotations,
-        replicas=replicas,
+        replicas=None if autoscale is not None else replicas,
         pod_spec=_pod_spec(container, settings),
     )
     return [service, deployment]
@@ -703,21 +800,25 @@ def release_manifests(
     settings: KubernetesSettings,
 ) -> list[dict[str, Any]]:
     """Every object of a release, in the order to apply them."""
-    services, deployments = [], []
+    services, deployments, scaling = [], [], []
     for variant in variants:
         version = versions.get(int(variant["version_id"]))
         if version is None:
             raise DriverError(f"No serving image is known for {variant['version']}.")
-        service, deployment = server_manifests(
-            endpoint=endpoint,
-            version=version,
-            role=variant["role"],
-            release_number=release_number,
-            replicas=replicas,
-            settings=settings,
-        )
+        scale = {
+            "endpoint": endpoint,
+            "version": version,
+            "role": variant["role"],
+            "release_number": release_number,
+            # Per version (Release.variants); the release-wide count where a variant has none.
+            "replicas": variant.get("replicas", replicas),
+            "autoscale": variant.get("autoscale"),
+            "settings": settings,
+        }
+        service, deployment = server_manifests(**scale)
         services.append(service)
         deployments.append(deployment)
+        scaling.extend(scaling_manifests(**scale))
     routes = routes_for_variants(
         endpoint_name=endpoint.name, variants=variants, namespace=settings.namespace
     )
@@ -730,7 +831,7 @@ def release_manifests(
             sticky=sticky,
             settings=settings,
         )
-        return [*services, *deployments, route]
+        return [*services, *deployments, *scaling, route]
     document = routes_document(routes=routes, generation=generation, sticky=sticky)
     config_map = routes_config_map(
         endpoint=endpoint, release_number=release_number, document=document, settings=settings
@@ -743,6 +844,7 @@ def release_manifests(
         *services,
         gateway_service(endpoint=endpoint, release_number=release_number, settings=settings),
         *deployments,
+        *scaling,
         gateway_deployment(
             endpoint=endpoint,
             release_number=release_number,

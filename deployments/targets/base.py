@@ -88,6 +88,7 @@ class ServerSpec:
     # Which role the version has in the release ("primary", "candidate", "shadow"); a label.
     role: str = "primary"
     replicas: int = 1
+    autoscale: dict[str, int] | None = None
 
     @property
     def key(self) -> str:
@@ -109,6 +110,9 @@ class ServerState:
     upstream: str
     alive: bool
     ready: bool
+    ready_replicas: int = 1
+    desired_replicas: int = 1
+    upstreams: tuple[str, ...] = ()
     detail: str = ""
     # Base URL the *worker* scrapes /metrics from, when `upstream` is not reachable from it.
     metrics_url: str = ""

@@ -37,6 +37,7 @@ from deployments.kubernetes.manifests import (
     LABEL_ENDPOINT_ID,
     LABEL_RELEASE,
     LABEL_VERSION,
+    SCALING_KINDS,
     SERVER_PORT,
     EndpointIdentity,
     declared_generation,
@@ -50,6 +51,7 @@ from deployments.kubernetes.manifests import (
     routes_config_map,
     routes_document,
     routes_name,
+    scaling_manifests,
     server_manifests,
 )
 from deployments.targets.base import (
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
     from deployments.models import Endpoint, Target
 
 POLL_SECONDS = 0.25
-SERVER_KINDS = ("Deployment", "Service")
+SERVER_KINDS = ("Deployment", "Service", *SCALING_KINDS)
 GATEWAY_KINDS = ("Deployment", "Service", "ConfigMap", "Secret")
 
 
@@ -100,13 +102,24 @@ def rollout_status(deployment: dict[str, Any]) -> tuple[bool, bool, str]:
     updated = int(status.get("updatedReplicas") or 0)
     current = int(status.get("replicas") or 0)
     available = int(status.get("availableReplicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
     if updated < wanted:
         return False, False, f"{updated} of {wanted} pods updated"
     if current > updated:
         return False, False, f"{current - updated} old pods are terminating"
+    # Every replica, not just the rollout: a version scaled to N serves with N.
+    if ready < wanted:
+        return False, False, f"{ready} of {wanted} replicas ready"
     if available < updated:
         return False, False, f"{available} of {updated} updated pods are available"
     return True, False, ""
+
+
+def replica_counts(deployment: dict[str, Any]) -> tuple[int, int]:
+    """(ready, desired) replicas of a Deployment (desired as its spec or autoscaler set it)."""
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    return int(status.get("readyReplicas") or 0), int(spec.get("replicas", 1))
 
 
 class KubernetesDriver(TargetDriver):
@@ -140,6 +153,15 @@ class KubernetesDriver(TargetDriver):
                 "or kubeconfig_env (a MODELDECK_TARGET_ variable holding its path).",
                 {"config": "kubeconfig"},
             )
+        # As for Docker targets: which engines workers build on is the operator's call.
+        build = values.build
+        if build and build.docker_host and build.docker_host not in settings.TARGET_DOCKER_HOSTS:
+            raise ApplicationError(
+                f"Kubernetes target setting build: docker_host {build.docker_host} is not one of "
+                "the engines this installation allows (TARGET_DOCKER_HOSTS); leave it out to "
+                "build on the workers' own engine.",
+                {"config": "build"},
+            )
         return dict(config)
 
     @classmethod
@@ -149,6 +171,18 @@ class KubernetesDriver(TargetDriver):
             references.append(("kubeconfig", "file", config["kubeconfig"]))
         if config.get("kubeconfig_env"):
             references.append(("kubeconfig_env", "variable", config["kubeconfig_env"]))
+        build = config.get("build") or {}
+        references += [
+            ("build", "file", build[key])
+            for key in ("tls_ca_cert", "tls_client_cert", "tls_client_key")
+            if build.get(key)
+        ]
+        registry = build.get("registry") or {}
+        references += [
+            ("build", "variable", registry[key])
+            for key in ("username_env", "password_env")
+            if registry.get(key)
+        ]
         return references
 
     @property
@@ -189,6 +223,7 @@ class KubernetesDriver(TargetDriver):
         complete, failed, detail = rollout_status(deployment)
         alive = not metadata.get("deletionTimestamp") and not failed
         name = metadata["name"]
+        ready_replicas, desired_replicas = replica_counts(deployment)
         return ServerState(
             endpoint_id=endpoint_id,
             version_id=_number(labels.get(LABEL_VERSION)) or 0,
@@ -198,6 +233,8 @@ class KubernetesDriver(TargetDriver):
             upstream=f"http://{name}.{self.settings.namespace}.svc:{SERVER_PORT}",
             alive=alive,
             ready=alive and complete,
+            ready_replicas=ready_replicas,
+            desired_replicas=desired_replicas,
             detail=detail,
         )
 
@@ -281,20 +318,49 @@ class KubernetesDriver(TargetDriver):
         labels = _labels(manifest)
         return all(labels.get(key) == value for key, value in self._owner(endpoint_id).items())
 
+    # --- images ---
+
+    def _serving(self, version_ids: list[int]):
+        """The versions with their pushed images, building and pushing them here if needed
+        (a deploy of a version already pushed to this registry reuses its build)."""
+        from deployments.images import BuildError, ensure_version_image
+        from registry.models import ModelVersion
+
+        for version_id in version_ids:
+            version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+            if version is None:
+                raise DriverError(f"Version {version_id} no longer exists.")
+            try:
+                ensure_version_image(version=version, target=self.target)
+            except BuildError as error:
+                raise DriverError(str(error)) from None
+        return serving_versions(target=self.target, version_ids=version_ids)
+
     # --- servers ---
 
     def ensure_server(self, *, endpoint: Endpoint, spec: ServerSpec) -> ServerState:
-        version = serving_versions(target=self.target, version_ids=[spec.version_id])
-        service, deployment = server_manifests(
-            endpoint=self._identity(endpoint),
-            version=version[spec.version_id],
-            role=spec.role,
-            release_number=spec.release_number,
-            replicas=spec.replicas,
-            settings=self.settings,
-        )
+        version = self._serving([spec.version_id])
+        scale = {
+            "endpoint": self._identity(endpoint),
+            "version": version[spec.version_id],
+            "role": spec.role,
+            "release_number": spec.release_number,
+            "replicas": spec.replicas,
+            "autoscale": spec.autoscale,
+            "settings": self.settings,
+        }
+        service, deployment = server_manifests(**scale)
+        scaling = scaling_manifests(**scale)
         self.api.apply(service)
-        return self._server_state(endpoint.pk, self.api.apply(deployment))
+        applied = self.api.apply(deployment)
+        for manifest in scaling:
+            self.api.apply(manifest)
+        # A version scaled back to one fixed pod loses its autoscaler and disruption budget.
+        wanted = {manifest["kind"] for manifest in scaling}
+        for kind in SCALING_KINDS:
+            if kind not in wanted:
+                self.api.delete(kind, deployment["metadata"]["name"])
+        return self._server_state(endpoint.pk, applied)
 
     def remove_server(self, *, server: ServerState) -> None:
         self._remove(COMPONENT_SERVER, endpoint_id=server.endpoint_id, version_id=server.version_id)
@@ -307,7 +373,7 @@ class KubernetesDriver(TargetDriver):
         release = endpoint.desired_release or endpoint.live_release
         variants = release.variants if release is not None else []
         ids = [variant["version_id"] for variant in variants[:1]]
-        versions = serving_versions(target=self.target, version_ids=ids)
+        versions = self._serving(ids)
         return gateway_image_for(self.settings, variants, versions)
 
     def ensure_gateway(self, *, endpoint: Endpoint) -> GatewayState:
@@ -482,7 +548,7 @@ class KubernetesDriver(TargetDriver):
 
     def list_owned(self) -> list[OwnedResource]:
         groups: dict[tuple[str, int, int | None], list[dict[str, Any]]] = defaultdict(list)
-        kinds = ("Deployment", "Service", "ConfigMap", "Secret")
+        kinds = ("Deployment", "Service", "ConfigMap", "Secret", *SCALING_KINDS)
         if self.settings.uses_gateway_api:
             kinds += ("HTTPRoute",)
         for kind in kinds:

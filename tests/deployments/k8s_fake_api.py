@@ -1,7 +1,8 @@
 """A fake Kubernetes API server on 127.0.0.1 for the driver tests.
 
 It speaks the request and response shapes of the calls the driver makes, for namespaced
-apps/v1 Deployments, v1 Services, ConfigMaps and Secrets, and gateway.networking.k8s.io/v1
+apps/v1 Deployments, v1 Services, ConfigMaps and Secrets, autoscaling/v2
+HorizontalPodAutoscalers, policy/v1 PodDisruptionBudgets and gateway.networking.k8s.io/v1
 HTTPRoutes: server-side apply (PATCH, `application/apply-patch+yaml`, `fieldManager` required),
 GET of one object (with status), LIST with an equality `labelSelector`, DELETE, and DELETE of a
 collection by label. Objects live in memory; an apply stores the applied configuration as the
@@ -12,6 +13,8 @@ does, and honours a `metadata.resourceVersion` precondition with 409 Conflict.
 Rollouts: with `auto_rollout` (the default) an applied Deployment immediately reports a finished
 rollout; with it off, status stays as it was until the test calls `set_deployment_status`.
 HTTPRoutes likewise are accepted by a pretend Gateway controller while `auto_accept` is on.
+An applied Deployment without `spec.replicas` keeps the count it had (as server-side apply
+keeps a field another manager, the autoscaler, owns); `scale_deployment` plays the autoscaler.
 Every request is recorded (method, path, query, content type, parsed body).
 """
 
@@ -34,7 +37,7 @@ import yaml
 TOKEN = "fake-cluster-token"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 PATH = re.compile(
-    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[a-z0-9.-]+)/(?P<version>v1))"
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[a-z0-9.-]+)/(?P<version>v[0-9]+))"
     r"/namespaces/(?P<namespace>[a-z0-9-]+)/(?P<resource>[a-z]+)(?:/(?P<name>[a-z0-9.-]+))?$"
 )
 # (group, resource) -> (apiVersion, kind)
@@ -44,6 +47,8 @@ RESOURCES = {
     ("", "configmaps"): ("v1", "ConfigMap"),
     ("", "secrets"): ("v1", "Secret"),
     ("gateway.networking.k8s.io", "httproutes"): ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("autoscaling", "horizontalpodautoscalers"): ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy", "poddisruptionbudgets"): ("policy/v1", "PodDisruptionBudget"),
 }
 KIND_RESOURCES = {value[1]: key for key, value in RESOURCES.items()}
 GENERATED_KINDS = {"Deployment", "HTTPRoute"}
@@ -127,6 +132,16 @@ class FakeKubernetes:
     def finish_rollout(self, name: str, namespace: str = "default") -> None:
         with self.lock:
             _finish_rollout(self.objects[("Deployment", namespace, name)])
+
+    def scale_deployment(self, name: str, replicas: int, namespace: str = "default") -> None:
+        """What an autoscaler does: set the replica count (the rollout follows if automatic)."""
+        with self.lock:
+            deployment = self.objects[("Deployment", namespace, name)]
+            deployment["spec"]["replicas"] = replicas
+            deployment["metadata"]["generation"] += 1
+            deployment["metadata"]["resourceVersion"] = self._next_version()
+            if self.auto_rollout:
+                _finish_rollout(deployment)
 
     def accept_route(self, name: str, namespace: str = "default") -> None:
         with self.lock:
@@ -227,6 +242,8 @@ class FakeKubernetes:
         applied = copy.deepcopy(body)
         applied["metadata"].pop("resourceVersion", None)
         applied["metadata"]["namespace"] = namespace
+        if kind == "Deployment" and "replicas" not in applied.get("spec", {}):
+            applied["spec"]["replicas"] = (existing or {}).get("spec", {}).get("replicas", 1)
         if kind == "Secret" and "stringData" in applied:
             data = applied.setdefault("data", {})
             for secret_key, value in applied.pop("stringData").items():

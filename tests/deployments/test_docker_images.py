@@ -290,9 +290,8 @@ def test_registry_credentials_come_from_the_named_environment_variables_only(
 
     monkeypatch.setenv("MODELDECK_TARGET_TEST_REGISTRY_USER", "robot")
     monkeypatch.setenv("MODELDECK_TARGET_TEST_REGISTRY_PASSWORD", "s3cret-value")
-    build = Build.objects.create(
-        version=versions[2], target=target, base_image="modeldeck/base:bookworm"
-    )
+    build = images.build_request(version=versions[2], target=target)
+    assert build.repository == "registry.example.com/ml/serving"
     images.build_version_image(build.pk)
     build.refresh_from_db()
     assert build.status == BuildStatus.SUCCEEDED, build.status_reason

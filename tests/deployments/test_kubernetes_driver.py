@@ -1,5 +1,9 @@
 """The Kubernetes driver end to end: the real `kubernetes` client against a fake API server on
-127.0.0.1 (tests/deployments/k8s_fake_api.py), driven by the real reconciler and services."""
+127.0.0.1 (tests/deployments/k8s_fake_api.py), driven by the real reconciler and services.
+
+Serving images go through the real build path (deployments/images.py: context, Build rows,
+push, digest); only the Docker engine is replaced here, by a recorder that answers like one.
+The real engine and registry are in test_kubernetes_registry.py (the Docker tier)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import hashlib
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
-from django.utils import timezone
 
 from common.errors import ApplicationError
-from deployments import services
+from deployments import images, services
 from deployments.kubernetes.export import export_manifests, release_objects
 from deployments.kubernetes.manifests import (
     EndpointIdentity,
@@ -82,6 +86,7 @@ def _config(kubeconfig, **extra) -> dict:
         "context": "fake",
         "namespace": NAMESPACE,
         "switch_timeout_seconds": 1,
+        "build": {"registry": {"repository": REPOSITORY}},
         **extra,
     }
 
@@ -107,18 +112,62 @@ def _digest(version) -> str:
     return "sha256:" + hashlib.sha256(version.reference.encode()).hexdigest()
 
 
+class FakeEngine:
+    """Answers the build, tag and push calls of a Docker engine; the pushed digest of a version
+    is the sha256 of its reference (what `_digest` expects)."""
+
+    def __init__(self) -> None:
+        self.built: list[dict] = []
+        self.pushed: list[tuple[str, str]] = []
+        self.tags: dict[str, str] = {}
+        self.fail_with = ""
+
+    def build(self, **arguments):
+        arguments["fileobj"].read()
+        self.built.append(arguments["labels"])
+        if self.fail_with:
+            yield {"error": self.fail_with, "errorDetail": {"message": self.fail_with}}
+            return
+        reference = f"{arguments['labels']['modeldeck.model']}:"
+        reference += arguments["labels"]["modeldeck.model-version"]
+        yield {"stream": "Step 1/1 : FROM base\n"}
+        yield {
+            "aux": {"ID": "sha256:" + hashlib.sha256(b"image " + reference.encode()).hexdigest()}
+        }
+        self.tags[arguments["tag"]] = reference
+
+    def inspect_image(self, reference):
+        return {"Id": reference}
+
+    def tag(self, image, repository, tag):
+        self.tags[f"{repository}:{tag}"] = next(r for t, r in self.tags.items() if t.endswith(tag))
+
+    def push(self, repository, **arguments):
+        reference = self.tags[f"{repository}:{arguments['tag']}"]
+        self.pushed.append((repository, reference))
+        digest = "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
+        yield {"status": "Pushed", "id": "0123abcd"}
+        yield {"status": f"{arguments['tag']}: digest: {digest} size: 1234"}
+
+
 @pytest.fixture
-def builds(versions, target):
-    for version in versions.values():
-        Build.objects.create(
-            version=version,
-            target=target,
-            base_image="modeldeck/base:bookworm",
-            status=BuildStatus.SUCCEEDED,
-            image=f"{REPOSITORY}:version-{version.pk}",
-            digest=_digest(version),
-            finished_at=timezone.now(),
-        )
+def engine(tmp_path, settings, monkeypatch):
+    """The fake engine, and a wheelhouse laid out like prepare_wheelhouse.py's."""
+    wheelhouse = tmp_path / "wheelhouse"
+    (wheelhouse / "deps").mkdir(parents=True)
+    (wheelhouse / "runtime").mkdir()
+    (wheelhouse / "deps" / "numpy-2.0-py3-none-any.whl").write_bytes(b"wheel")
+    (wheelhouse / "runtime" / "modeldeck_runtime-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+    settings.MODELDECK_WHEELHOUSE = str(wheelhouse)
+    fake = FakeEngine()
+    monkeypatch.setattr(images, "docker_client", lambda config: SimpleNamespace(api=fake))
+    return fake
+
+
+@pytest.fixture
+def builds(versions, target, engine):
+    """Nothing up front: the first reconcile that needs an image builds and pushes it."""
+    return engine
 
 
 @pytest.fixture
@@ -216,9 +265,14 @@ class TestRequests:
 
         server = driver.ensure_server(endpoint=endpoint, spec=_spec(endpoint, v1))
         requests = cluster.take_requests()
+        hpa = f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers"
+        pdb = f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets"
         assert [(r.method, r.path) for r in requests] == [
             ("PATCH", f"{core}/services/md-fraud-v{v1.pk}"),
             ("PATCH", f"{base}/md-fraud-v{v1.pk}"),
+            # Two fixed replicas: a disruption budget, and no autoscaler left over.
+            ("PATCH", f"{pdb}/md-fraud-v{v1.pk}"),
+            ("DELETE", f"{hpa}/md-fraud-v{v1.pk}"),
         ]
         _assert_applies(requests)
         expected = server_manifests(
@@ -229,7 +283,12 @@ class TestRequests:
             replicas=2,
             settings=driver.settings,
         )
-        assert [r.body for r in requests] == expected
+        assert [r.body for r in requests[:2]] == expected
+        assert requests[2].body["kind"] == "PodDisruptionBudget"
+        # The image was built and pushed on the way, once.
+        (build,) = Build.objects.filter(version=v1)
+        assert (build.status, build.repository) == (BuildStatus.SUCCEEDED, REPOSITORY)
+        assert build.digest == _digest(v1)
         assert server.ready and server.alive
         assert server.upstream == f"http://md-fraud-v{v1.pk}.{NAMESPACE}.svc:8080"
         assert server.handle == f"md-fraud-v{v1.pk}"
@@ -282,10 +341,13 @@ class TestRequests:
         selector = _owner_selector(
             endpoint, **{"app.kubernetes.io/component": "server", "modeldeck.io/version": v1.pk}
         )
+        by_label = {"labelSelector": selector, "propagationPolicy": "Background"}
         assert [(r.method, r.path, r.query) for r in requests] == [
-            ("DELETE", base, {"labelSelector": selector, "propagationPolicy": "Background"}),
+            ("DELETE", base, by_label),
             ("GET", f"{core}/services", {"labelSelector": selector}),
             ("DELETE", f"{core}/services/md-fraud-v{v1.pk}", {"propagationPolicy": "Background"}),
+            ("DELETE", hpa, by_label),
+            ("DELETE", pdb, by_label),
         ]
         _assert_applies(requests)
         assert _names(cluster, "Deployment") == ["md-fraud-gateway"]
@@ -421,13 +483,168 @@ class TestReleases:
         assert [_names(cluster, kind) for kind in kinds] == [[], [], [], []]
         assert _reload(endpoint).status == EndpointStatus.STOPPED
 
-    def test_a_version_without_an_image_build_fails_with_a_readable_reason(self, cluster, endpoint):
-        Build.objects.all().delete()
+    def test_a_failed_image_build_fails_the_deploy_with_a_readable_reason(
+        self, cluster, endpoint, engine
+    ):
+        engine.fail_with = "no space left on device"
         assert reconcile_endpoint(endpoint_id=endpoint.pk) == "failed"
         endpoint = _reload(endpoint)
         assert endpoint.status == EndpointStatus.FAILED
-        assert "adder:1 has no succeeded image build for target cluster" in endpoint.status_reason
+        (build,) = Build.objects.all()
+        assert build.status == BuildStatus.FAILED
+        assert endpoint.status_reason.endswith(
+            f"The image build {build.pk} of adder:1 failed: The engine failed the build: "
+            "no space left on device"
+        )
         assert _names(cluster, "Deployment") == []
+
+    def test_a_target_without_a_build_setting_says_how_to_add_one(
+        self, cluster, endpoint, target, kubeconfig
+    ):
+        config = _config(kubeconfig)
+        del config["build"]
+        Target.objects.filter(pk=target.pk).update(config=config)
+        assert reconcile_endpoint(endpoint_id=endpoint.pk) == "failed"
+        assert "Kubernetes target cluster has no build setting" in _reload(endpoint).status_reason
+        assert Build.objects.count() == 0
+
+
+# --- per-version scale ------------------------------------------------------------------------
+
+
+class TestScale:
+    def test_autoscaled_versions_get_an_autoscaler_and_report_ready_of_desired(
+        self, cluster, endpoint, versions
+    ):
+        endpoint = _reload(endpoint)
+        driver = driver_for(endpoint.target)
+        name = f"md-fraud-v{versions[1].pk}"
+        autoscale = {"min": 2, "max": 5, "target_cpu_percent": 60}
+        spec = _spec(endpoint, versions[1], replicas=2)
+        scaled = ServerSpec(**{**spec.__dict__, "autoscale": autoscale})
+        state = driver.ensure_server(endpoint=endpoint, spec=scaled)
+        hpa = cluster.get("HorizontalPodAutoscaler", name, NAMESPACE)
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name
+        assert cluster.get("PodDisruptionBudget", name, NAMESPACE)["spec"]["maxUnavailable"] == 1
+        # A new Deployment starts at Kubernetes' default; the autoscaler raises it.
+        assert (state.ready_replicas, state.desired_replicas) == (1, 1)
+        cluster.auto_rollout = False
+        cluster.scale_deployment(name, 4, NAMESPACE)
+        cluster.set_deployment_status(
+            name, NAMESPACE, observedGeneration=2, replicas=4, updatedReplicas=4,
+            readyReplicas=3, availableReplicas=3,
+        )  # fmt: skip
+        (observed,) = driver.observe(endpoint=endpoint).servers
+        assert (observed.ready, observed.ready_replicas, observed.desired_replicas) == (
+            False, 3, 4
+        )  # fmt: skip
+        assert observed.detail == "3 of 4 replicas ready"
+        # Applying again keeps the autoscaler's count (the manifest leaves it out).
+        driver.ensure_server(endpoint=endpoint, spec=scaled)
+        assert cluster.get("Deployment", name, NAMESPACE)["spec"]["replicas"] == 4
+        cluster.finish_rollout(name, NAMESPACE)
+        (observed,) = driver.observe(endpoint=endpoint).servers
+        assert (observed.ready, observed.ready_replicas, observed.desired_replicas) == (
+            True, 4, 4
+        )  # fmt: skip
+
+        # Back to one fixed pod: the autoscaler and the budget go.
+        single = driver.ensure_server(
+            endpoint=endpoint, spec=_spec(endpoint, versions[1], replicas=1)
+        )
+        assert cluster.get("Deployment", name, NAMESPACE)["spec"]["replicas"] == 1
+        assert _names(cluster, "HorizontalPodAutoscaler") == []
+        assert _names(cluster, "PodDisruptionBudget") == []
+        assert single.desired_replicas == 1
+
+    def test_the_export_renders_each_versions_scale(self, cluster, endpoint, versions, actor):
+        assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"
+        release = _reload(endpoint).desired_release
+        variants = [
+            {**release.variants[0], "autoscale": {"min": 2, "max": 8, "target_cpu_percent": 75}}
+        ]
+        type(release).objects.filter(pk=release.pk).update(variants=variants)
+        release.refresh_from_db()
+        documents = [d for d in yaml.safe_load_all(export_manifests(release)) if d]
+        kinds = {(d["kind"], d["metadata"]["name"]) for d in documents}
+        name = f"md-fraud-v{versions[1].pk}"
+        assert {("HorizontalPodAutoscaler", name), ("PodDisruptionBudget", name)} <= kinds
+        for document in documents:
+            validate_manifest(document)
+
+
+# --- one image per version and registry -------------------------------------------------------
+
+
+class TestImages:
+    def test_a_version_is_built_once_per_registry_and_reused_by_other_targets(
+        self, cluster, endpoint, versions, actor, kubeconfig, team, engine
+    ):
+        assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"
+        (build,) = Build.objects.all()
+        image = cluster.get("Deployment", f"md-fraud-v{versions[1].pk}", NAMESPACE)
+        container = image["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == f"{REPOSITORY}@{build.digest}"
+        assert build.log.splitlines()[-2:] == [
+            f"Pushed {REPOSITORY}@{build.digest}",
+            f"Built {build.image} ({build.digest}) in {build.log.split(' in ')[-1].strip()}",
+        ]
+
+        # Another cluster pulling from the same registry: the same build, no engine work.
+        other = Target.objects.create(
+            team=team, name="cluster-two", kind=TargetKind.KUBERNETES,
+            config=_config(kubeconfig, namespace="other"),
+        )  # fmt: skip
+        second = services.endpoint_create(
+            actor=actor, name="fraud-two", target=other, version="adder:1"
+        )
+        assert reconcile_endpoint(endpoint_id=second.pk) == "converged"
+        assert Build.objects.count() == 1
+        assert len(engine.built) == len(engine.pushed) == 1
+        deployment = cluster.get("Deployment", f"md-fraud-two-v{versions[1].pk}", "other")
+        assert (
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (container["image"])
+        )
+
+        # A third pushing elsewhere builds and pushes its own.
+        elsewhere = "registry.example.com/other/serving"
+        third = Target.objects.create(
+            team=team, name="cluster-three", kind=TargetKind.KUBERNETES,
+            config=_config(kubeconfig, namespace="third",
+                           build={"registry": {"repository": elsewhere}}),
+        )  # fmt: skip
+        services.endpoint_create(actor=actor, name="fraud-three", target=third, version="adder:1")
+        assert reconcile_endpoint(endpoint_id=Endpoint.objects.get(name="fraud-three").pk) == (
+            "converged"
+        )
+        assert sorted(Build.objects.values_list("repository", flat=True)) == [
+            REPOSITORY, elsewhere
+        ]  # fmt: skip
+        assert [repository for repository, _ in engine.pushed] == [REPOSITORY, elsewhere]
+
+    def test_the_manifests_api_exports_serving_releases_pinned_by_digest(
+        self, cluster, endpoint, versions, deployer, team, api_for
+    ):
+        api = api_for(deployer, team)
+        url = "/api/v1/endpoints/fraud/releases/1/manifests/"
+        before = api.get(url)
+        assert before.status_code == 400
+        assert "adder:1 has no succeeded image build" in before.json()["error"]
+        assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"
+        response = api.get(url)
+        assert response.status_code == 200, response.content
+        documents = [d for d in yaml.safe_load_all(response.content.decode()) if d]
+        (build,) = Build.objects.all()
+        images_used = {
+            container["image"]
+            for d in documents
+            if d["kind"] == "Deployment"
+            for container in d["spec"]["template"]["spec"]["containers"]
+        }
+        assert images_used == {f"{REPOSITORY}@{build.digest}"}
+        for document in documents:
+            validate_manifest(document)
 
 
 # --- rollout status, fencing, waiting ---------------------------------------------------------
@@ -470,6 +687,17 @@ class TestRolloutAndFencing:
             observedGeneration=1,
             replicas=2,
             updatedReplicas=2,
+            readyReplicas=1,
+            availableReplicas=1,
+        )
+        assert server() == (True, False, "1 of 2 replicas ready")
+        cluster.set_deployment_status(
+            name,
+            NAMESPACE,
+            observedGeneration=1,
+            replicas=2,
+            updatedReplicas=2,
+            readyReplicas=2,
             availableReplicas=1,
         )
         assert server() == (True, False, "1 of 2 updated pods are available")
@@ -707,6 +935,9 @@ class TestExport:
 
     def test_an_earlier_release_renders_with_its_own_number(self, cluster, endpoint, actor):
         first = _reload(endpoint).desired_release
+        with pytest.raises(DriverError, match="adder:1 has no succeeded image build"):
+            export_manifests(first)
+        assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"  # builds adder:1
         services.endpoint_deploy(
             actor=actor, endpoint=_reload(endpoint), version="adder:2", weight=20
         )

@@ -19,6 +19,7 @@ from deployments.kubernetes.manifests import (
     http_route,
     release_manifests,
     routes_for_variants,
+    scaling_manifests,
     server_manifests,
 )
 from deployments.kubernetes.validation import (
@@ -68,6 +69,13 @@ def _variant(number: int, weight: int, role: str, mirror: int = 0) -> dict:
 
 TWO_WEIGHTED = [_variant(1, 80, "primary"), _variant(2, 20, "candidate")]
 WITH_SHADOW = [*TWO_WEIGHTED, _variant(3, 0, "shadow", mirror=100)]
+AUTOSCALE = {"min": 2, "max": 6, "target_cpu_percent": 70}
+# Per-version scale: a fixed count, an autoscaler, and one pod.
+SCALED = [
+    {**_variant(1, 80, "primary"), "replicas": 3},
+    {**_variant(2, 20, "candidate"), "autoscale": AUTOSCALE},
+    {**_variant(3, 0, "shadow", mirror=100), "replicas": 1},
+]
 
 
 def _manifests(config: dict | None = None, variants=WITH_SHADOW, sticky=None) -> list[dict]:
@@ -98,20 +106,22 @@ class TestRealSchemas:
     @pytest.mark.parametrize("traffic", ["gateway", "gateway-api"])
     def test_every_object_validates_against_the_kubernetes_schemas(self, traffic, version):
         config = GATEWAY_API if traffic == "gateway-api" else {"namespace": "models"}
-        objects = _manifests(config, variants=WITH_SHADOW, sticky=None)
+        objects = _manifests(config, variants=SCALED, sticky=None)
         kinds = sorted({o["kind"] for o in objects})
-        expected = ["Deployment", "HTTPRoute", "Service"]
+        expected = ["Deployment", "HTTPRoute", "HorizontalPodAutoscaler"]
         if traffic == "gateway":
-            expected = ["ConfigMap", "Deployment", "Secret", "Service"]
-        assert kinds == expected
+            expected = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Secret"]
+        assert kinds == sorted([*expected, "PodDisruptionBudget", "Service"])
         for manifest in objects:
             validate_manifest(manifest, version)
 
     def test_the_package_validator_agrees_on_every_builtin_kind(self):
-        objects = _manifests(sticky={"header": "X-User-Id"})
+        objects = _manifests(variants=SCALED, sticky={"header": "X-User-Id"})
         assert sorted({o["kind"] for o in objects}) == [
             "ConfigMap",
             "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
             "Secret",
             "Service",
         ]
@@ -562,9 +572,120 @@ class TestTargetConfig:
             ({"prediction_log_url": "http://x.svc/\n"}, "prediction_log_url"),
             ({"prediction_log_url": 8000}, "prediction_log_url"),
             ({"kubeconfig_content": "apiVersion: v1"}, "kubeconfig_content"),
+            ({"build": {"docker_host": "unix:///var/run/docker.sock"}}, "build"),
+            ({"build": {"registry": {"repository": "no-domain"}}}, "build"),
+            ({"build": {"registry": {"repository": "r.example.com/x", "password": "pw"}}}, "build"),
+            (
+                {"build": {"registry": {"repository": "r.example.com/x", "username_env": "U"}}},
+                "build",
+            ),
+            ({"build": {"registry": {"repository": "r.example.com/x"}, "env": {}}}, "build"),
+            ({"build": "registry.example.com/x"}, "build"),
         ],
     )
     def test_bad_settings_are_refused_with_their_key(self, config, key):
         with pytest.raises(ConfigError) as caught:
             kubernetes_settings(config)
         assert caught.value.key == key
+
+    def test_build_names_an_engine_and_the_registry_with_credential_variables_only(self):
+        settings = kubernetes_settings(
+            {
+                "build": {
+                    "base_image": "modeldeck/base:bookworm",
+                    "registry": {
+                        "repository": "registry.example.com:5000/ml/serving",
+                        "username_env": "MODELDECK_TARGET_ALPHA_REGISTRY_USER",
+                        "password_env": "MODELDECK_TARGET_ALPHA_REGISTRY_PASSWORD",
+                    },
+                }
+            }
+        )
+        assert settings.build.docker_host is None  # the worker's own engine
+        assert settings.build.registry == {
+            "repository": "registry.example.com:5000/ml/serving",
+            "username_env": "MODELDECK_TARGET_ALPHA_REGISTRY_USER",
+            "password_env": "MODELDECK_TARGET_ALPHA_REGISTRY_PASSWORD",
+        }
+        assert kubernetes_settings({}).build is None
+
+
+class TestScale:
+    def test_each_version_gets_its_own_replicas_autoscaler_and_disruption_budget(self):
+        objects = _manifests(variants=SCALED)
+        deployments = _by(objects, "Deployment")
+        assert deployments["md-fraud-v41"]["spec"]["replicas"] == 3
+        # The autoscaler owns the count: the applied Deployment leaves it out.
+        assert "replicas" not in deployments["md-fraud-v42"]["spec"]
+        assert deployments["md-fraud-v43"]["spec"]["replicas"] == 1
+        (autoscaler,) = _by(objects, "HorizontalPodAutoscaler").values()
+        assert autoscaler["metadata"]["name"] == "md-fraud-v42"
+        assert autoscaler["spec"] == {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "md-fraud-v42",
+            },
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        }
+        budgets = _by(objects, "PodDisruptionBudget")
+        assert sorted(budgets) == ["md-fraud-v41", "md-fraud-v42"]
+        for name, budget in budgets.items():
+            selector = deployments[name]["spec"]["selector"]
+            assert budget["spec"] == {"maxUnavailable": 1, "selector": selector}
+        # The autoscaler comes after the Deployment it scales.
+        order = [(o["kind"], o["metadata"]["name"]) for o in objects]
+        assert order.index(("HorizontalPodAutoscaler", "md-fraud-v42")) > order.index(
+            ("Deployment", "md-fraud-v42")
+        )
+
+    def test_without_per_version_scale_the_release_count_applies(self):
+        objects = _manifests(variants=TWO_WEIGHTED)
+        assert {n: d["spec"]["replicas"] for n, d in _by(objects, "Deployment").items()} == {
+            "md-fraud-v41": 2,
+            "md-fraud-v42": 2,
+            "md-fraud-gateway": 1,
+        }
+        assert sorted(_by(objects, "PodDisruptionBudget")) == ["md-fraud-v41", "md-fraud-v42"]
+        assert _by(objects, "HorizontalPodAutoscaler") == {}
+
+    def test_a_single_fixed_pod_has_no_scaling_objects(self):
+        settings = kubernetes_settings({"namespace": "models"})
+        arguments = {"endpoint": ENDPOINT, "version": VERSIONS[41], "role": "primary"}
+        assert scaling_manifests(**arguments, release_number=1, replicas=1, settings=settings) == []
+
+    @pytest.mark.parametrize(
+        ("replicas", "autoscale", "message"),
+        [
+            (0, None, "replicas must be from 1 to 20"),
+            (21, None, "replicas must be from 1 to 20"),
+            ("3", None, "replicas must be a whole number"),
+            (True, None, "replicas must be a whole number"),
+            (1, {"min": 3, "max": 2, "target_cpu_percent": 50}, "1 <= min <= max <= 20"),
+            (1, {"min": 1, "max": 21, "target_cpu_percent": 50}, "1 <= min <= max <= 20"),
+            (1, {"min": 1, "max": 2, "target_cpu_percent": 0}, "target_cpu_percent"),
+            (1, {"min": 1, "max": 2}, "takes min, max and target_cpu_percent"),
+        ],
+    )
+    def test_bad_scale_is_refused(self, replicas, autoscale, message):
+        settings = kubernetes_settings({"namespace": "models"})
+        with pytest.raises(DriverError, match=message):
+            server_manifests(
+                endpoint=ENDPOINT,
+                version=VERSIONS[41],
+                role="primary",
+                release_number=1,
+                replicas=replicas,
+                autoscale=autoscale,
+                settings=settings,
+            )
