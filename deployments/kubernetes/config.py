@@ -318,7 +318,8 @@ def _build(value: Any) -> DockerSettings | None:
     try:
         return docker_settings(value)
     except DriverError as error:
-        raise ConfigError(f"build: {error}", "build") from None
+        detail = str(error).removeprefix("Docker target setting ")
+        raise ConfigError(f"build: {detail}", "build") from None
 
 
 def _base_url(config: dict[str, Any], key: str) -> str:

@@ -11,10 +11,12 @@ import hashlib
 import json
 import threading
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from django.utils import timezone
 
 from common.errors import ApplicationError
 from deployments import images, services
@@ -622,6 +624,30 @@ class TestImages:
             REPOSITORY, elsewhere
         ]  # fmt: skip
         assert [repository for repository, _ in engine.pushed] == [REPOSITORY, elsewhere]
+
+    def test_a_build_in_flight_for_the_registry_is_shared_and_a_second_one_refused(
+        self, endpoint, versions, target, team, kubeconfig, engine
+    ):
+        from django.db import IntegrityError, transaction
+
+        other = Target.objects.create(
+            team=team, name="cluster-two", kind=TargetKind.KUBERNETES, config=_config(kubeconfig)
+        )
+        pending = images.build_request(version=versions[1], target=target)
+        assert pending.status == BuildStatus.PENDING and pending.repository == REPOSITORY
+        assert images.build_request(version=versions[1], target=other).pk == pending.pk
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Build.objects.create(
+                version=versions[1], target=other, base_image=pending.base_image,
+                repository=REPOSITORY,
+            )  # fmt: skip
+        # A build that failed does not hold the place: the retry is a new row.
+        Build.objects.filter(pk=pending.pk).update(
+            status=BuildStatus.FAILED, finished_at=timezone.now() - timedelta(hours=1)
+        )
+        retry = images.build_request(version=versions[1], target=other)
+        assert retry.pk != pending.pk and retry.status == BuildStatus.PENDING
+        assert engine.built == []
 
     def test_the_manifests_api_exports_serving_releases_pinned_by_digest(
         self, cluster, endpoint, versions, deployer, team, api_for

@@ -243,7 +243,7 @@ def test_a_deploy_builds_pushes_and_pins_the_digest_the_registry_serves(
     page = client.get(reverse("deployments:build-detail", args=[build.pk]))
     assert page.status_code == 200
     assert build.digest in page.content.decode()
-    assert "Pushed" in page.content.decode()
+    assert f"Pushed to <code>{repository}</code>" in page.content.decode()
 
     # The applied Deployment names the image by the digest the registry serves.
     pinned = f"{repository}@{build.digest}"
