@@ -628,7 +628,8 @@ def build_request(*, version: ModelVersion, target: Target) -> Build:
         ):
             return latest
     for succeeded in builds.filter(status=BuildStatus.SUCCEEDED).order_by("-created_at", "-pk"):
-        if image_exists(docker_client(config), succeeded):
+        # A pushed image needs no engine to be reused (a worker may reach only the cluster).
+        if is_pushed(succeeded) or image_exists(docker_client(config), succeeded):
             return succeeded
     try:
         with transaction.atomic():

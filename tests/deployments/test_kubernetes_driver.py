@@ -166,6 +166,10 @@ def engine(tmp_path, settings, monkeypatch):
     return fake
 
 
+def _no_engine(config):
+    raise AssertionError("no Docker engine should be asked")
+
+
 @pytest.fixture
 def builds(versions, target, engine):
     """Nothing up front: the first reconcile that needs an image builds and pushes it."""
@@ -581,7 +585,7 @@ class TestScale:
 
 class TestImages:
     def test_a_version_is_built_once_per_registry_and_reused_by_other_targets(
-        self, cluster, endpoint, versions, actor, kubeconfig, team, engine
+        self, cluster, endpoint, versions, actor, kubeconfig, team, engine, monkeypatch
     ):
         assert reconcile_endpoint(endpoint_id=endpoint.pk) == "converged"
         (build,) = Build.objects.all()
@@ -604,6 +608,16 @@ class TestImages:
         assert reconcile_endpoint(endpoint_id=second.pk) == "converged"
         assert Build.objects.count() == 1
         assert len(engine.built) == len(engine.pushed) == 1
+        # Reusing a pushed image asks no engine (this worker may reach only the cluster).
+        monkeypatch.setattr(images, "docker_client", _no_engine)
+        assert reconcile_endpoint(endpoint_id=second.pk) == "unchanged"
+        services.endpoint_stop(actor=actor, endpoint=_reload(second))
+        assert reconcile_endpoint(endpoint_id=second.pk) == "stopped"
+        third_release = services.endpoint_deploy(
+            actor=actor, endpoint=_reload(second), version="adder:1"
+        )
+        assert reconcile_endpoint(endpoint_id=second.pk) == "converged", third_release
+        monkeypatch.setattr(images, "docker_client", lambda config: SimpleNamespace(api=engine))
         deployment = cluster.get("Deployment", f"md-fraud-two-v{versions[1].pk}", "other")
         assert (
             deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (container["image"])
@@ -647,6 +661,29 @@ class TestImages:
         )
         retry = images.build_request(version=versions[1], target=other)
         assert retry.pk != pending.pk and retry.status == BuildStatus.PENDING
+        assert engine.built == []
+
+    def test_builds_pushed_before_the_migration_are_found_by_their_repository(
+        self, versions, target, engine
+    ):
+        from importlib import import_module
+
+        from django.apps import apps
+
+        migration = import_module("deployments.migrations.0004_k8s_build_repository")
+        base = {"target": target, "base_image": "modeldeck/base:bookworm"}
+        digest = {"digest": _digest(versions[1]), "status": BuildStatus.SUCCEEDED}
+        old, newest = (
+            Build.objects.create(version=versions[1], image=f"{REPOSITORY}:v{n}", **base, **digest)
+            for n in (1, 2)
+        )
+        local = Build.objects.create(
+            version=versions[2], image="modeldeck/serving:version-2", **base, **digest
+        )
+        migration.record_repositories(apps, None)
+        repositories = dict(Build.objects.values_list("pk", "repository"))
+        assert repositories == {old.pk: "", newest.pk: REPOSITORY, local.pk: ""}
+        assert images.ensure_version_image(version=versions[1], target=target).pk == newest.pk
         assert engine.built == []
 
     def test_the_manifests_api_exports_serving_releases_pinned_by_digest(
