@@ -13,6 +13,12 @@ serves the new table. With `traffic: gateway-api` an HTTPRoute carries the weigh
 
 Objects are found by labels (managed-by, installation, target, endpoint id, component, version
 id); servers no longer wanted are deleted by label selector.
+
+Images: a server's version is first built and pushed to the target's `build.registry` (by
+`deployments.images`, on the worker's engine or `build.docker_host`), unless a build for that
+version and repository already succeeded; the manifests pin `repository@sha256:…`. Scale: a
+version's replicas go into its Deployment, or a HorizontalPodAutoscaler owns them; a version that
+may run several pods gets a PodDisruptionBudget; ServerState reports ready/desired replicas.
 """
 
 from __future__ import annotations
