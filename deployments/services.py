@@ -33,6 +33,7 @@ from deployments.models import (
     VariantRole,
     resource_name_validator,
 )
+from deployments.signals import release_written
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
 
@@ -205,8 +206,10 @@ def _release_write(
     note: str = "",
     audit_data: dict[str, Any] | None = None,
     sticky: Any = KEEP_STICKY,
+    reason_text: str = "",
 ) -> Release:
-    """Write the next release of a locked endpoint, point the endpoint at it, audit, enqueue."""
+    """Write the next release of a locked endpoint, point the endpoint at it, audit, enqueue,
+    and tell the higher layers (`signals.release_written`, e.g. to end an experiment)."""
     previous = endpoint.desired_release
     if sticky is KEEP_STICKY:
         sticky = previous.sticky if previous is not None else None
@@ -245,6 +248,13 @@ def _release_write(
         release=release,
         message=f"{summary} by {actor.label}",
         data={"release": release.number, "generation": endpoint.generation},
+    )
+    release_written.send(
+        sender=Release,
+        release=release,
+        previous=previous,
+        actor=actor,
+        reason_text=reason_text or f"release {release.number} by {actor.label}",
     )
     endpoint_id = endpoint.pk
     transaction.on_commit(lambda: _enqueue_reconcile(endpoint_id))
@@ -436,6 +446,7 @@ def endpoint_deploy(
         strategy=steps,
         note=note,
         audit_data={"version": version.reference, "weight": weight, "strategy": steps},
+        reason_text=f"the deploy of {version.reference} by {actor.label}",
     )
 
 
@@ -498,6 +509,7 @@ def endpoint_set_traffic(
         variants=resolved,
         note=note,
         sticky=sticky,
+        reason_text=f"the traffic change by {actor.label}",
     )
 
 
@@ -528,6 +540,7 @@ def endpoint_promote(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Rel
         variants=variants,
         note=note,
         audit_data={"version": candidate["version"]},
+        reason_text=f"the promotion of {candidate['version']} by {actor.label}",
     )
 
 
@@ -589,6 +602,7 @@ def endpoint_rollback(
         restores=earlier,
         note=note or f"Roll back to release {earlier.number}",
         audit_data={"restores": earlier.number},
+        reason_text=f"the rollback to release {earlier.number} by {actor.label}",
     )
     from monitoring.services import webhook_emit  # monitoring's models refer to ours
 
@@ -621,6 +635,7 @@ def endpoint_stop(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Releas
         action="endpoint.stop",
         variants=[],
         note=note,
+        reason_text=f"the stop of the endpoint by {actor.label}",
     )
 
 
@@ -672,6 +687,7 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
         variants=variants,
         strategy=following,
         note=f"Canary step to {weight} %",
+        reason_text=f"the canary step to {weight} % of the rollout",
     )
 
 

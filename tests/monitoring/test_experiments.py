@@ -64,13 +64,19 @@ def outcomes(endpoint, version, correct: np.ndarray, prefix: str):
     )
 
 
-def test_planned_sample_size_is_the_textbook_value(setup):
+def test_planned_sample_size_is_where_the_sequential_test_has_the_planned_power(setup):
     endpoint, _, _, actor = setup
     experiment = create(endpoint, actor)
-    # (z_0.975 + z_0.8)² · 2 · 0.25 / 0.05² = 7.849 · 200 = 1569.8 → 1570 per arm.
-    assert experiment.planned_sample_size == 1570
+    # Not the fixed-horizon 1 570: the always-valid test needs 3 043 per arm for 80 % power.
+    assert (
+        experiment.planned_sample_size
+        == 3043
+        == sequential.planned_sample_size(variance=0.25, minimum_effect=0.05, alpha=0.05, power=0.8)
+    )
+    uneven = create(endpoint, actor, name="uneven", treatment_percent=20)
+    assert uneven.planned_sample_size == 1902
     assert experiment.status == "draft"
-    assert AuditEvent.objects.filter(action="experiment.create").count() == 1
+    assert AuditEvent.objects.filter(action="experiment.create").count() == 2
 
 
 def test_start_splits_traffic_with_the_sticky_key(setup):
@@ -120,22 +126,26 @@ def test_verdict_from_logged_outcomes_equals_the_sequential_test(setup):
     assert "is better than iris:1 on accuracy" in experiments.verdict_sentence(experiment)
 
 
-def test_an_aa_experiment_stays_inconclusive_and_intervals_only_shrink(setup):
+def test_an_aa_experiment_stays_inconclusive_with_the_estimate_inside_each_new_interval(setup):
     endpoint, control, _, actor = setup
     other = make_version(endpoint.team, "iris", 3)
     experiment = create(endpoint, actor, treatment="iris:3")
     experiments.experiment_start(actor=actor, experiment=experiment)
     generator = np.random.default_rng(11)
-    widths = []
+    widths, uppers = [], []
     for batch in range(4):
         outcomes(endpoint, control, generator.random(300) < 0.5, f"c{batch}-")
         outcomes(endpoint, other, generator.random(300) < 0.5, f"t{batch}-")
         experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
         widths.append(experiment.upper - experiment.lower)
+        uppers.append(experiment.upper)
+        assert experiment.lower < experiment.result["difference"] < experiment.upper
+        assert (experiment.result["p_value"] <= 0.05) is False
     assert experiment.verdict == "inconclusive"
     assert widths == sorted(widths, reverse=True)
+    assert len(set(uppers)) == 4  # recomputed at every look, never frozen
     assert "Not known yet" in experiments.verdict_sentence(experiment)
-    assert experiments.experiment_progress(experiment) == pytest.approx(1200 / 1570)
+    assert experiments.experiment_progress(experiment) == pytest.approx(1200 / 3043)
 
 
 def test_a_guardrail_breach_concludes_worse_and_stops_the_loser(setup):
