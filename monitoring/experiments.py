@@ -493,6 +493,11 @@ def experiments_end_for_release(
             team=experiment.endpoint.team_id,
             data={"reason": reason, "release": release.number},
         )
+        deployment_services.deployment_event_record(
+            endpoint=experiment.endpoint,
+            release=release,
+            message=f"Experiment {experiment.name} {reason}; its outcomes stop counting.",
+        )
         _emit_ended(experiment)
         ended.append(experiment)
     return ended

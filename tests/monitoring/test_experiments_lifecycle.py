@@ -9,6 +9,7 @@ from django.test import Client
 
 from accounts.models import AuditEvent
 from deployments import services as deployment_services
+from deployments.models import DeploymentEvent
 from monitoring import experiments
 from monitoring.models import Experiment, Webhook, WebhookDelivery
 from tests.monitoring.conftest import make_endpoint, make_version
@@ -55,6 +56,9 @@ def test_rollback_ends_the_experiment_with_its_reason_in_api_audit_and_webhook(
     assert document["verdict_text"].startswith(f"E{reason[1:]}, before a verdict")
     audit = AuditEvent.objects.get(action="experiment.end")
     assert audit.data["reason"] == reason
+    assert DeploymentEvent.objects.filter(
+        endpoint=endpoint, message=f"Experiment ranker {reason}; its outcomes stop counting."
+    ).exists()
     delivery = WebhookDelivery.objects.get(event="experiment.ended")
     assert delivery.payload["ended_reason"] == reason
     assert delivery.payload["status"] == "stopped"
