@@ -236,3 +236,36 @@ def test_experiment_api_is_scoped_and_role_checked(setup, deployer_api, viewer_a
     stopped = deployer_api.post(f"/api/v1/experiments/{pk}/stop/")
     assert stopped.json()["status"] == "stopped"
     assert deployer_api.post(f"/api/v1/experiments/{pk}/stop/").status_code == 400
+
+
+def test_api_and_page_agree_on_estimate_interval_p_value_progress_and_verdict(
+    setup, deployer_api, deployer
+):
+    from django.test import Client
+
+    endpoint, control, treatment, actor = setup
+    experiment = create(endpoint, actor)
+    experiments.experiment_start(actor=actor, experiment=experiment)
+    generator = np.random.default_rng(21)
+    documents = []
+    for batch, rate in enumerate((0.5, 0.5, 0.62)):
+        outcomes(endpoint, control, generator.random(1200) < 0.5, f"c{batch}-")
+        outcomes(endpoint, treatment, generator.random(1200) < rate, f"t{batch}-")
+        experiments.experiment_evaluate(experiment_id=experiment.pk)
+        document = deployer_api.get(f"/api/v1/experiments/{experiment.pk}/").json()
+        documents.append(document)
+        lower, upper = document["confidence_interval"]
+        assert lower < document["difference"] < upper
+        assert (document["p_value"] <= document["alpha"]) == (document["verdict"] != "inconclusive")
+        assert (lower > 0 or upper < 0) == (document["verdict"] != "inconclusive")
+        smaller = min(document["arms"]["control"]["count"], document["arms"]["treatment"]["count"])
+        assert document["progress"] == pytest.approx(min(1.0, smaller / 3043))
+    assert [d["verdict"] for d in documents] == ["inconclusive", "inconclusive", "better"]
+    assert documents[1]["progress"] == pytest.approx(2400 / 3043)
+    client = Client()
+    client.force_login(deployer)
+    page = client.get(f"/experiments/{experiment.pk}/").content.decode()
+    final = documents[-1]
+    assert f"Always-valid p-value {final['p_value']:.4f}" in page
+    assert "Sample size: 100 % of the planned 3043 outcomes per arm" in page
+    assert f"difference {final['difference']:+.4g} (confidence interval" in page
