@@ -1,10 +1,13 @@
 """An experiment's lifecycle follows the endpoint: a deploy, traffic change, promotion, rollback
 or stop that removes or re-weights an arm ends it with a reason, everywhere it is shown."""
 
+import threading
+import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from django.db import connection
 from django.test import Client
 
 from accounts.models import AuditEvent
@@ -203,3 +206,68 @@ def test_a_manual_stop_records_who_stopped_it(running):
     assert WebhookDelivery.objects.get(event="experiment.ended").payload["ended_reason"] == (
         f"stopped by {actor.label}"
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_rollback_during_a_concluding_look_neither_deadlocks_nor_ends_the_verdict(
+    running, monkeypatch
+):
+    """The look locks the endpoint before the experiment, as the deployment services (and their
+    release_written receiver) do; the other order deadlocks on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL); SQLite serialises writers anyway")
+    endpoint, experiment, actor, control, treatment = running
+    Experiment.objects.filter(pk=experiment.pk).update(auto_promote=True)
+    generator = np.random.default_rng(8)
+    outcomes(endpoint, control, generator.random(1500) < 0.5, "c")
+    outcomes(endpoint, treatment, generator.random(1500) < 0.8, "t")
+    looking, proceed = threading.Event(), threading.Event()
+    real = experiments.arm_summary
+
+    def paused(**kwargs):
+        if not looking.is_set():
+            looking.set()  # the look holds its locks now
+            proceed.wait(10)
+        return real(**kwargs)
+
+    monkeypatch.setattr(experiments, "arm_summary", paused)
+    results: dict = {}
+
+    def run(name, work):
+        try:
+            results[name] = work()
+        except Exception as error:  # collected and asserted on below
+            results[name] = error
+        finally:
+            connection.close()
+
+    look = threading.Thread(
+        target=run,
+        args=("look", lambda: experiments.experiment_evaluate(experiment_id=experiment.pk)),
+    )
+    look.start()
+    assert looking.wait(10)
+    rollback = threading.Thread(
+        target=run,
+        args=(
+            "rollback",
+            lambda: deployment_services.endpoint_rollback(
+                actor=actor, endpoint=endpoint, release_number=1
+            ),
+        ),
+    )
+    rollback.start()
+    time.sleep(0.5)  # the rollback now waits for the endpoint's lock
+    proceed.set()
+    look.join(30)
+    rollback.join(30)
+    assert not any(isinstance(result, Exception) for result in results.values()), results
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.verdict, experiment.ended_reason) == (
+        "concluded",
+        "better",
+        "",
+    )
+    reasons = list(endpoint.releases.order_by("number").values_list("reason", flat=True))
+    assert reasons == ["deploy", "traffic", "promote", "rollback"]
