@@ -87,6 +87,12 @@ def compare_signatures(served: dict, new: dict) -> Comparison:
             problems.append(
                 f"output '{name}' datatype {before.get('datatype')} → {after.get('datatype')}"
             )
+        elif before.get("type") != after.get("type"):
+            # Non-tensor outputs (sklearn's ZipMap) travel as JSON text; its structure matters.
+            problems.append(
+                f"output '{name}' type {before.get('type') or 'tensor'} → "
+                f"{after.get('type') or 'tensor'}"
+            )
         change = _shape_change(before.get("shape", []), after.get("shape", []), accepting=False)
         if change:
             problems.append(

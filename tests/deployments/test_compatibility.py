@@ -77,6 +77,11 @@ def test_outputs_gone_or_changed_are_problems_extra_outputs_are_notes():
     assert compare_signatures(SERVED, signature(outputs=[{**Y, "datatype": "BYTES"}])).problems == (
         "output 'y' datatype FP32 → BYTES",
     )
+    zipmap = {"name": "p", "datatype": "BYTES", "shape": [-1], "type": "seq(map(int64, float))"}
+    renamed_keys = {**zipmap, "type": "seq(map(string, float))"}
+    assert compare_signatures(
+        signature(outputs=[zipmap]), signature(outputs=[renamed_keys])
+    ).problems == ("output 'p' type seq(map(int64, float)) → seq(map(string, float))",)
 
 
 # --- through the services and the API ----------------------------------------------------------
