@@ -26,6 +26,10 @@ class DeployForm(forms.Form):
 
     version = forms.CharField(max_length=200, help_text=REFERENCE_HELP)
     weight = forms.IntegerField(min_value=0, max_value=100, initial=100)
+    force = forms.BooleanField(
+        required=False,
+        label="Force: deploy even if its signature breaks this endpoint's clients (audited)",
+    )
 
 
 class TrafficForm(forms.Form):

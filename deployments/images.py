@@ -50,6 +50,7 @@ from deployments.targets.docker import (
 )
 from registry.models import MODEL_NAME_PATTERN, ArtifactKind, ModelVersion
 from registry.storage import artifact_storage
+from registry.validation import SMOKE_FILE, smoke_file_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +237,8 @@ def build_context(*, version: ModelVersion, wheelhouse: Path | None = None) -> B
         add_bytes("model/modeldeck.json", version_manifest(version=version, sha256=sha256))
         if version.reference_profile:
             add_bytes("model/reference.json", json.dumps(version.reference_profile).encode())
+        if smoke := smoke_file_bytes(version.smoke_input):
+            add_bytes(f"model/{SMOKE_FILE}", smoke)
     size = spool.tell()
     spool.seek(0)
     return BuildContext(fileobj=spool, members=members, size=size)

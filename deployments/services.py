@@ -20,6 +20,7 @@ from accounts.models import Role, Team
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from deployments import compatibility
 from deployments.models import (
     DeploymentEvent,
     Endpoint,
@@ -33,6 +34,7 @@ from deployments.models import (
     VariantRole,
     resource_name_validator,
 )
+from deployments.signals import release_written
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
 
@@ -193,6 +195,50 @@ def _describe(variants: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def _signature_check(
+    *, actor: Actor, endpoint: Endpoint, versions: list[ModelVersion], force: bool
+) -> dict[str, Any]:
+    """Compare each version that would serve live with what the endpoint's primary serves now
+    (deployments/compatibility.py). A change that breaks clients is refused with the diff,
+    unless a deployer forces it; returns what the audit row records (forced, problems, notes)."""
+    primary = next(
+        (v for v in _current_variants(endpoint) if v["role"] == VariantRole.PRIMARY), None
+    )
+    served = (
+        ModelVersion.objects.select_related("model").filter(pk=primary["version_id"]).first()
+        if primary is not None
+        else None
+    )
+    if served is None or not served.signature:
+        return {}
+    problems: dict[str, list[str]] = {}
+    notes: dict[str, list[str]] = {}
+    for version in versions:
+        if version.pk == served.pk or not version.signature:
+            continue
+        comparison = compatibility.compare_signatures(served.signature, version.signature)
+        if not comparison.is_compatible:
+            if not force:
+                message = compatibility.readable_diff(
+                    served_reference=served.reference,
+                    new_reference=version.reference,
+                    comparison=comparison,
+                )
+                raise ApplicationError(
+                    message, {"version": version.reference, "signature": list(comparison.problems)}
+                )
+            problems[version.reference] = list(comparison.problems)
+        if comparison.notes:
+            notes[version.reference] = list(comparison.notes)
+    if problems:
+        # Forcing a breaking change is a deployer's call, whatever the target's environment.
+        require_role(actor, endpoint.team_id, Role.DEPLOYER)
+    return {
+        **({"forced": True, "signature_problems": problems} if problems else {}),
+        **({"signature_notes": notes} if notes else {}),
+    }
+
+
 def _release_write(
     *,
     actor: Actor,
@@ -205,8 +251,10 @@ def _release_write(
     note: str = "",
     audit_data: dict[str, Any] | None = None,
     sticky: Any = KEEP_STICKY,
+    reason_text: str = "",
 ) -> Release:
-    """Write the next release of a locked endpoint, point the endpoint at it, audit, enqueue."""
+    """Write the next release of a locked endpoint, point the endpoint at it, audit, enqueue,
+    and tell the higher layers (`signals.release_written`, e.g. to end an experiment)."""
     previous = endpoint.desired_release
     if sticky is KEEP_STICKY:
         sticky = previous.sticky if previous is not None else None
@@ -246,9 +294,34 @@ def _release_write(
         message=f"{summary} by {actor.label}",
         data={"release": release.number, "generation": endpoint.generation},
     )
+    _signature_events(endpoint, release, audit_data or {})
+    release_written.send(
+        sender=Release,
+        release=release,
+        previous=previous,
+        actor=actor,
+        reason_text=reason_text or f"release {release.number} by {actor.label}",
+    )
     endpoint_id = endpoint.pk
     transaction.on_commit(lambda: _enqueue_reconcile(endpoint_id))
     return release
+
+
+def _signature_events(endpoint: Endpoint, release: Release, audit: dict[str, Any]) -> None:
+    """Tell the endpoint's log about a forced breaking change and about compatible widening."""
+    for reference, problems in audit.get("signature_problems", {}).items():
+        deployment_event_record(
+            endpoint=endpoint,
+            release=release,
+            level=EventLevel.WARNING,
+            message=f"Forced: {reference} breaks the served signature: " + "; ".join(problems),
+        )
+    for reference, notes in audit.get("signature_notes", {}).items():
+        deployment_event_record(
+            endpoint=endpoint,
+            release=release,
+            message=f"Signature of {reference}: " + "; ".join(notes),
+        )
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -383,8 +456,10 @@ def endpoint_deploy(
     weight: int | None = None,
     strategy: list[dict] | None = None,
     note: str = "",
+    force: bool = False,
 ) -> Release:
     """Deploy a version: at 100 % it replaces what serves; below, it becomes the candidate.
+    A version whose signature breaks the served one's clients needs `force` (deployers).
 
     With a strategy the candidate starts at the first step's weight and the rollout walks the
     steps (see `endpoint_advance_rollout`); `weight` then defaults to, and must equal, that one.
@@ -404,6 +479,7 @@ def endpoint_deploy(
     if isinstance(version, str):
         version = _version_resolve(actor=actor, reference=version)
     _check_deployable(version=version, target=endpoint.target, team_id=endpoint.team_id)
+    signature = _signature_check(actor=actor, endpoint=endpoint, versions=[version], force=force)
     current = _current_variants(endpoint)
     primary = next((v for v in current if v["role"] == VariantRole.PRIMARY), None)
     shadows = [
@@ -435,7 +511,13 @@ def endpoint_deploy(
         variants=variants,
         strategy=steps,
         note=note,
-        audit_data={"version": version.reference, "weight": weight, "strategy": steps},
+        audit_data={
+            "version": version.reference,
+            "weight": weight,
+            "strategy": steps,
+            **signature,
+        },
+        reason_text=f"the deploy of {version.reference} by {actor.label}",
     )
 
 
@@ -447,6 +529,7 @@ def endpoint_set_traffic(
     variants: list[dict],
     note: str = "",
     sticky: Any = KEEP_STICKY,
+    force: bool = False,
 ) -> Release:
     """Set the whole split: [{version, weight, role}]; live weights sum to 100, a shadow's weight
     is the percentage of requests mirrored to it. `sticky` ({"header"|"cookie": name} or None,
@@ -457,6 +540,7 @@ def endpoint_set_traffic(
     if not isinstance(variants, list) or not variants:
         raise ApplicationError("variants must be a non-empty list.", {"variants": "list"})
     resolved: list[dict] = []
+    live_versions: list[ModelVersion] = []
     seen: set[int] = set()
     for position, entry in enumerate(variants, start=1):
         if not isinstance(entry, dict):
@@ -481,6 +565,7 @@ def endpoint_set_traffic(
         else:
             weight = _percent(entry.get("weight"), f"variant {position} weight")
             resolved.append(_variant(version, weight=weight, role=role))
+            live_versions.append(version)
     live = [v for v in resolved if v["role"] != VariantRole.SHADOW]
     if sum(v["weight"] for v in live) != 100:
         raise ApplicationError(
@@ -490,6 +575,9 @@ def endpoint_set_traffic(
         )
     if sum(1 for v in live if v["role"] == VariantRole.PRIMARY) != 1:
         raise ApplicationError("Exactly one version must be the primary.", {"variants": "roles"})
+    signature = _signature_check(
+        actor=actor, endpoint=endpoint, versions=live_versions, force=force
+    )
     return _release_write(
         actor=actor,
         endpoint=endpoint,
@@ -498,11 +586,15 @@ def endpoint_set_traffic(
         variants=resolved,
         note=note,
         sticky=sticky,
+        audit_data=signature,
+        reason_text=f"the traffic change by {actor.label}",
     )
 
 
 @transaction.atomic
-def endpoint_promote(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Release:
+def endpoint_promote(
+    *, actor: Actor, endpoint: Endpoint, note: str = "", force: bool = False
+) -> Release:
     """The candidate becomes the primary at 100 %; the old primary stops serving."""
     require_member(actor, endpoint.team_id)
     endpoint = _lock(endpoint)
@@ -518,6 +610,7 @@ def endpoint_promote(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Rel
     if version is None:
         raise ApplicationError(f"{candidate['version']} no longer exists.", {})
     _check_deployable(version=version, target=endpoint.target, team_id=endpoint.team_id)
+    signature = _signature_check(actor=actor, endpoint=endpoint, versions=[version], force=force)
     shadows = [v for v in current if v["role"] == VariantRole.SHADOW]
     variants = [{**candidate, "weight": 100, "role": VariantRole.PRIMARY}, *shadows]
     return _release_write(
@@ -527,7 +620,8 @@ def endpoint_promote(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Rel
         action="endpoint.promote",
         variants=variants,
         note=note,
-        audit_data={"version": candidate["version"]},
+        audit_data={"version": candidate["version"], **signature},
+        reason_text=f"the promotion of {candidate['version']} by {actor.label}",
     )
 
 
@@ -542,7 +636,12 @@ def rollback_default(endpoint: Endpoint) -> Release | None:
 
 @transaction.atomic
 def endpoint_rollback(
-    *, actor: Actor, endpoint: Endpoint, release_number: int | None = None, note: str = ""
+    *,
+    actor: Actor,
+    endpoint: Endpoint,
+    release_number: int | None = None,
+    note: str = "",
+    force: bool = False,
 ) -> Release:
     """Write a new release equal to an earlier one (default: the last one that was live)."""
     require_member(actor, endpoint.team_id)
@@ -569,6 +668,7 @@ def endpoint_rollback(
                 f"Release {release_number} stopped the endpoint; use stop instead.",
                 {"release": release_number},
             )
+    live_versions = []
     for variant in earlier.variants:
         # Versions are re-checked for existence and readiness, not for approval: going back to
         # what served before must not be blocked by a later review.
@@ -580,6 +680,11 @@ def endpoint_rollback(
                 f"Release {earlier.number} used {variant['version']}, which can no longer serve.",
                 {"release": earlier.number},
             )
+        if variant["role"] != VariantRole.SHADOW:
+            live_versions.append(version)
+    signature = _signature_check(
+        actor=actor, endpoint=endpoint, versions=live_versions, force=force
+    )
     release = _release_write(
         actor=actor,
         endpoint=endpoint,
@@ -588,7 +693,8 @@ def endpoint_rollback(
         variants=[dict(v) for v in earlier.variants],
         restores=earlier,
         note=note or f"Roll back to release {earlier.number}",
-        audit_data={"restores": earlier.number},
+        audit_data={"restores": earlier.number, **signature},
+        reason_text=f"the rollback to release {earlier.number} by {actor.label}",
     )
     from monitoring.services import webhook_emit  # monitoring's models refer to ours
 
@@ -621,6 +727,7 @@ def endpoint_stop(*, actor: Actor, endpoint: Endpoint, note: str = "") -> Releas
         action="endpoint.stop",
         variants=[],
         note=note,
+        reason_text=f"the stop of the endpoint by {actor.label}",
     )
 
 
@@ -672,6 +779,7 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
         variants=variants,
         strategy=following,
         note=f"Canary step to {weight} %",
+        reason_text=f"the canary step to {weight} % of the rollout",
     )
 
 

@@ -223,9 +223,9 @@ def monitoring_figures(series: dict) -> dict[str, dict]:
 
 
 def experiment_figure(snapshots: list[dict], metric_label: str) -> dict:
-    """Cumulative metric per arm over the experiment's looks, each with a 95 % band
-    (mean ± 1.96 standard errors). `snapshots` = [{at, control: {count, mean, variance},
-    treatment: {...}}], oldest first."""
+    """Cumulative metric per arm over the experiment's looks, each with a descriptive 95 % band
+    (mean ± 1.96 standard errors; the verdict uses `experiment_difference_figure`'s interval).
+    `snapshots` = [{at, control: {count, mean, variance}, treatment: {...}}], oldest first."""
     title = f"Cumulative {metric_label} per arm"
     if not snapshots:
         return _empty(title, "No looks yet: the first evaluation runs within a minute.")
@@ -278,5 +278,58 @@ def experiment_figure(snapshots: list[dict], metric_label: str) -> dict:
             }
         )
     layout = _layout(title, metric_label)
+    layout["yaxis"]["rangemode"] = "normal"
+    return {"data": data, "layout": layout}
+
+
+def experiment_difference_figure(snapshots: list[dict], metric_label: str) -> dict:
+    """Treatment − control at every look with the always-valid interval the verdict uses (as
+    recomputed at that look), and the zero line it must leave for a verdict. `snapshots` as for
+    `experiment_figure`, each with `lower` and `upper` (None before the minimum sample)."""
+    title = "Treatment − control with its always-valid interval"
+    looks = [s for s in snapshots if s.get("lower") is not None and s.get("upper") is not None]
+    if not looks:
+        return _empty(title, "The interval appears once both arms have enough outcomes.")
+    times = [look["at"] for look in looks]
+    differences = [look["treatment"]["mean"] - look["control"]["mean"] for look in looks]
+    color = version_color(1)
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": times,
+            "y": [look["upper"] for look in looks],
+            "name": "upper bound",
+            "line": {"width": 0, "color": color},
+            "showlegend": False,
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": times,
+            "y": [look["lower"] for look in looks],
+            "name": "always-valid interval",
+            "line": {"width": 0, "color": color},
+            "fill": "tonexty",
+            "fillcolor": color + "33",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "x": times,
+            "y": differences,
+            "name": "difference",
+            "line": {"color": color, "width": 2},
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": [times[0], times[-1]],
+            "y": [0, 0],
+            "name": "no difference",
+            "line": {"color": "#6a7483", "width": 1, "dash": "dot"},
+        },
+    ]
+    layout = _layout(title, f"Δ {metric_label}")
     layout["yaxis"]["rangemode"] = "normal"
     return {"data": data, "layout": layout}

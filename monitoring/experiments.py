@@ -26,7 +26,7 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from deployments import services as deployment_services
-from deployments.models import Endpoint, VariantRole
+from deployments.models import Endpoint, Release, VariantRole
 from monitoring import sequential
 from monitoring.models import (
     HIGHER_IS_BETTER,
@@ -37,6 +37,7 @@ from monitoring.models import (
     ExperimentVerdict,
     Feedback,
     PredictionRecord,
+    WebhookEvent,
 )
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
@@ -55,13 +56,20 @@ MINIMUM_SAMPLES = 100
 
 
 def arm_summary(
-    *, endpoint_id: int, version_id: int, metric: str, since: datetime
+    *,
+    endpoint_id: int,
+    version_id: int,
+    metric: str,
+    since: datetime,
+    until: datetime | None = None,
 ) -> sequential.ArmSummary:
-    """Count, mean and variance of one arm's outcomes since `since`."""
+    """Count, mean and variance of one arm's outcomes from `since` up to (not including) `until`
+    (an experiment's end: what arrives after an arm stopped serving is not counted)."""
+    window = {"created_at__gte": since}
+    if until is not None:
+        window["created_at__lt"] = until
     if metric in (ExperimentMetric.ACCURACY, ExperimentMetric.REWARD):
-        rows = Feedback.objects.filter(
-            endpoint_id=endpoint_id, version_id=version_id, created_at__gte=since
-        )
+        rows = Feedback.objects.filter(endpoint_id=endpoint_id, version_id=version_id, **window)
         if metric == ExperimentMetric.ACCURACY:
             one = Case(When(correct=True, then=1), default=0, output_field=IntegerField())
             totals = rows.filter(correct__isnull=False).aggregate(
@@ -75,7 +83,7 @@ def arm_summary(
             )
     else:
         rows = PredictionRecord.objects.filter(
-            endpoint_id=endpoint_id, version_id=version_id, created_at__gte=since
+            endpoint_id=endpoint_id, version_id=version_id, **window
         ).exclude(role=VariantRole.SHADOW)
         if metric == ExperimentMetric.ERROR_RATE:
             one = Case(When(status__gte=500, then=1), default=0, output_field=IntegerField())
@@ -120,6 +128,20 @@ def verdict_sentence(experiment: Experiment) -> str:
     result = experiment.result or {}
     label = ExperimentMetric(experiment.metric).label.split(" (")[0].lower()
     treatment, control = experiment.treatment.reference, experiment.control.reference
+    if experiment.status == ExperimentStatus.STOPPED and experiment.ended_reason:
+        reason = experiment.ended_reason
+        ended = f"{reason[:1].upper()}{reason[1:]}, before a verdict"
+        if not result:
+            return f"{ended}; no outcomes were measured."
+        counts = (
+            result.get("control", {}).get("count", 0),
+            result.get("treatment", {}).get("count", 0),
+        )
+        return (
+            f"{ended}: at the last look {treatment} − {control} on {label} was "
+            f"{result.get('difference', 0.0):+.4g} ({counts[0]} control and {counts[1]} treatment "
+            "outcomes); outcomes after the end are not counted."
+        )
     if not result:
         return "No data yet: the verdict needs outcomes from both versions."
     difference = result.get("difference", 0.0)
@@ -295,7 +317,12 @@ def experiment_create(
         minimum_effect=minimum_effect,
         planning_variance=planning_variance,
         planned_sample_size=sequential.planned_sample_size(
-            variance=planning_variance, minimum_effect=minimum_effect, alpha=alpha, power=power
+            variance=planning_variance,
+            minimum_effect=minimum_effect,
+            alpha=alpha,
+            power=power,
+            treatment_share=treatment_percent / 100,
+            minimum_samples=MINIMUM_SAMPLES,
         ),
         auto_promote=bool(auto_promote),
         auto_stop_loser=bool(auto_stop_loser),
@@ -324,6 +351,7 @@ def experiment_start(*, actor: Actor, experiment: Experiment) -> Experiment:
     One transaction: the new release and the running state are written together or not at all.
     """
     require_role(actor, experiment.endpoint.team_id, Role.DEPLOYER)
+    _lock_endpoint(experiment.endpoint_id)
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if experiment.status != ExperimentStatus.DRAFT:
         raise ApplicationError(f"This experiment is {experiment.status}, not a draft.", {})
@@ -375,19 +403,112 @@ def experiment_start(*, actor: Actor, experiment: Experiment) -> Experiment:
 def experiment_stop(*, actor: Actor, experiment: Experiment) -> Experiment:
     """Stop measuring; the traffic split stays until someone promotes or rolls back."""
     require_role(actor, experiment.endpoint.team_id, Role.DEPLOYER)
+    was_running = experiment.status == ExperimentStatus.RUNNING
     updated = Experiment.objects.filter(
         pk=experiment.pk, status__in=[ExperimentStatus.DRAFT, ExperimentStatus.RUNNING]
-    ).update(status=ExperimentStatus.STOPPED, ended_at=timezone.now(), updated_at=timezone.now())
+    ).update(
+        status=ExperimentStatus.STOPPED,
+        ended_at=timezone.now(),
+        ended_reason=f"stopped by {actor.label}"[:300],
+        updated_at=timezone.now(),
+    )
     if not updated:
         raise ApplicationError("This experiment has already ended.", {})
     experiment.refresh_from_db()
     audit_record(
-        actor=actor, action="experiment.stop", target=experiment, team=experiment.endpoint.team_id
+        actor=actor,
+        action="experiment.stop",
+        target=experiment,
+        team=experiment.endpoint.team_id,
+        data={"reason": experiment.ended_reason},
     )
+    if was_running:
+        _emit_ended(experiment)
     return experiment
 
 
-def _guardrail_results(experiment: Experiment, since: datetime) -> list[dict]:
+def _lock_endpoint(endpoint_id: int) -> None:
+    """Lock the endpoint row before any experiment row: the deployment services lock the
+    endpoint and then (through `release_written`) its experiments, so every path takes the two
+    locks in that order and none can deadlock another."""
+    Endpoint.objects.select_for_update(of=("self",)).filter(pk=endpoint_id).first()
+
+
+def _arms_unchanged(experiment: Experiment, variants: list[dict]) -> bool:
+    """Whether a release still serves both arms live at the experiment's split."""
+    live = {v["version_id"]: v for v in variants if v["role"] != VariantRole.SHADOW}
+    control, treatment = live.get(experiment.control_id), live.get(experiment.treatment_id)
+    return (
+        control is not None
+        and treatment is not None
+        and control["weight"] == 100 - experiment.treatment_percent
+        and treatment["weight"] == experiment.treatment_percent
+    )
+
+
+def _emit_ended(experiment: Experiment) -> None:
+    from monitoring.services import webhook_emit
+
+    webhook_emit(
+        team=experiment.endpoint.team_id,
+        event=WebhookEvent.EXPERIMENT_ENDED,
+        payload={
+            "experiment": experiment.pk,
+            "name": experiment.name,
+            "endpoint": experiment.endpoint.name,
+            "control": experiment.control.reference,
+            "treatment": experiment.treatment.reference,
+            "status": experiment.status,
+            "ended_reason": experiment.ended_reason,
+            "ended_at": experiment.ended_at,
+        },
+    )
+
+
+def experiments_end_for_release(
+    *, release: Release, actor: Actor | None, reason_text: str
+) -> list[Experiment]:
+    """End the endpoint's running experiment when a new release removes or re-weights one of
+    its arms ("ended by the rollback to release 3 by alice"); runs inside the release's
+    transaction, so the release and the end are written together or not at all."""
+    running = Experiment.objects.select_related(
+        "endpoint", "control__model", "treatment__model"
+    ).filter(endpoint_id=release.endpoint_id, status=ExperimentStatus.RUNNING)
+    ended = []
+    for experiment in running:
+        if _arms_unchanged(experiment, release.variants):
+            continue
+        now = timezone.now()
+        reason = f"ended by {reason_text}"[:300]
+        updated = Experiment.objects.filter(
+            pk=experiment.pk, status=ExperimentStatus.RUNNING
+        ).update(status=ExperimentStatus.STOPPED, ended_at=now, ended_reason=reason, updated_at=now)
+        if not updated:
+            continue  # concluded by a look meanwhile
+        experiment.refresh_from_db()
+        audit_record(
+            actor=actor or Actor.system("experiment"),
+            action="experiment.end",
+            target=experiment,
+            team=experiment.endpoint.team_id,
+            data={"reason": reason, "release": release.number},
+        )
+        deployment_services.deployment_event_record(
+            endpoint=experiment.endpoint,
+            release=release,
+            message=f"Experiment {experiment.name} {reason}; its outcomes stop counting.",
+        )
+        _emit_ended(experiment)
+        ended.append(experiment)
+    return ended
+
+
+def on_release_written(sender, *, release, previous, actor, reason_text, **kwargs) -> None:
+    """Receiver of `deployments.signals.release_written` (connected in MonitoringConfig)."""
+    experiments_end_for_release(release=release, actor=actor, reason_text=reason_text)
+
+
+def _guardrail_results(experiment: Experiment, since: datetime, until: datetime) -> list[dict]:
     results = []
     for guardrail in experiment.guardrails:
         metric = guardrail["metric"]
@@ -396,12 +517,14 @@ def _guardrail_results(experiment: Experiment, since: datetime) -> list[dict]:
             version_id=experiment.control_id,
             metric=metric,
             since=since,
+            until=until,
         )
         treatment = arm_summary(
             endpoint_id=experiment.endpoint_id,
             version_id=experiment.treatment_id,
             metric=metric,
             since=since,
+            until=until,
         )
         look = sequential.evaluate(
             control,
@@ -441,6 +564,12 @@ def experiment_evaluate(*, experiment_id: int, now: datetime | None = None) -> E
     A verdict concludes the experiment; with auto-promotion a better treatment is promoted, with
     auto-stop a worse one (or one breaking a guardrail) loses its traffic to the control.
     """
+    endpoint_id = (
+        Experiment.objects.filter(pk=experiment_id).values_list("endpoint_id", flat=True).first()
+    )
+    if endpoint_id is None:
+        return None
+    _lock_endpoint(endpoint_id)
     experiment = (
         Experiment.objects.select_for_update(of=("self",))
         .select_related("endpoint", "control__model", "treatment__model")
@@ -456,17 +585,14 @@ def experiment_evaluate(*, experiment_id: int, now: datetime | None = None) -> E
         version_id=experiment.control_id,
         metric=experiment.metric,
         since=since,
+        until=now,
     )
     treatment = arm_summary(
         endpoint_id=experiment.endpoint_id,
         version_id=experiment.treatment_id,
         metric=experiment.metric,
         since=since,
-    )
-    previous = (
-        (experiment.lower, experiment.upper)
-        if experiment.lower is not None and experiment.upper is not None
-        else None
+        until=now,
     )
     look = sequential.evaluate(
         control,
@@ -475,9 +601,8 @@ def experiment_evaluate(*, experiment_id: int, now: datetime | None = None) -> E
         minimum_effect=experiment.minimum_effect,
         higher_is_better=experiment.higher_is_better,
         minimum_samples=MINIMUM_SAMPLES,
-        previous=previous,
     )
-    guardrails = _guardrail_results(experiment, since)
+    guardrails = _guardrail_results(experiment, since, now)
     verdict = look.verdict
     if any(guardrail["status"] == "breached" for guardrail in guardrails):
         verdict = sequential.WORSE

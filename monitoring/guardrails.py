@@ -436,6 +436,9 @@ def _act(
                 endpoint=endpoint,
                 release_number=target.number,
                 note=note,
+                # Going back to what served healthily before outranks the signature check (a
+                # forced breaking deploy is what may be failing); the audit row records it.
+                force=True,
             )
     except ApplicationError as error:
         evaluation.action = EvaluationAction.ROLLBACK_FAILED

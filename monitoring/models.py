@@ -270,6 +270,7 @@ class WebhookEvent(models.TextChoices):
     ALERT_OPENED = "alert.opened", "An alert opened"
     ALERT_RESOLVED = "alert.resolved", "An alert resolved"
     DRIFT_DETECTED = "drift.detected", "Drift detected"
+    EXPERIMENT_ENDED = "experiment.ended", "An experiment ended before its verdict"
     PING = "ping", "Test ping"
 
 
@@ -481,8 +482,9 @@ class ExperimentVerdict(models.TextChoices):
 class Experiment(TimeStampedModel):
     """An A/B test on an endpoint: control vs treatment, judged by an always-valid sequential test.
 
-    `lower`/`upper` are the running intersection of the confidence sequence (so a verdict never
-    flips back); `result` is the latest look (arms, difference, p-value, guardrails).
+    `lower`/`upper` are the always-valid interval of the latest look (recomputed from all outcomes
+    each time, centred on the estimate); `result` is that look (arms, difference, p-value,
+    guardrails). `ended_reason` says why a running experiment was stopped early.
     """
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="experiments")
@@ -513,6 +515,7 @@ class Experiment(TimeStampedModel):
     result = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    ended_reason = models.CharField(max_length=300, blank=True)
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -12,15 +12,19 @@ variance, and τ the spread of the mixing distribution (set to the minimum detec
 the test has the most power). Rejecting θ0 when Λ(θ0) ≥ 1/α keeps the chance of *ever* rejecting a
 true θ0 at or below α, at every sample size at once. Inverting it gives an always-valid confidence
 sequence for the difference: Δ̂ ± sqrt(2 v (v + τ²) / τ² · log(sqrt((v + τ²) / v) / α)).
-Intersecting the intervals seen so far keeps the sequence valid and makes verdicts monotone.
 
-All functions are pure and accept NumPy arrays, so a thousand simulated experiments run in one
-vectorized call.
+Each look recomputes that interval from all the data so far, so the estimate is always its centre;
+the p-value 1/Λ(0) is ≤ α exactly when the interval excludes zero, and the first look where it does
+ends the experiment with a verdict (stopping there is what "always valid" allows). The planned
+sample size is the one at which this same test reaches the planned power (`planned_sample_size`),
+so "100 % of the planned sample" and the verdict speak about the same procedure.
+
+All functions are pure; `looks` takes NumPy arrays, so thousands of simulated experiments run in
+one vectorized call through the very decision rule that `evaluate` applies to one look.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,6 +120,49 @@ def half_width(variance, tau: float, alpha: float):
     )
 
 
+def looks(
+    *,
+    control_count,
+    control_mean,
+    control_variance,
+    treatment_count,
+    treatment_mean,
+    treatment_variance,
+    alpha: float,
+    minimum_effect: float,
+    minimum_samples: int = 100,
+):
+    """The decision rule on arrays of looks: (difference, lower, upper, p_value, sign).
+
+    `sign` is +1 where the interval lies above zero, −1 below, 0 where it still includes zero or
+    an arm has fewer than `minimum_samples` outcomes (then the interval is (−∞, ∞) and p = 1).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be between 0 and 1")
+    if minimum_effect <= 0:
+        raise ValueError("the minimum detectable effect must be positive")
+    control_count = np.asarray(control_count, dtype=float)
+    treatment_count = np.asarray(treatment_count, dtype=float)
+    difference = np.asarray(treatment_mean, dtype=float) - np.asarray(control_mean, dtype=float)
+    enough = np.minimum(control_count, treatment_count) >= max(minimum_samples, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = difference_variance(
+            np.maximum(control_count, 1),
+            control_variance,
+            np.maximum(treatment_count, 1),
+            treatment_variance,
+        )
+    # Both arms constant: any difference is exact, none is no evidence either way.
+    variance = np.where(variance > 0, variance, 1e-12)
+    width = half_width(variance, minimum_effect, alpha)
+    log_lr = log_likelihood_ratio(difference, variance, minimum_effect)
+    lower = np.where(enough, difference - width, -np.inf)
+    upper = np.where(enough, difference + width, np.inf)
+    p_value = np.where(enough, np.minimum(1.0, np.exp(-np.minimum(log_lr, 700.0))), 1.0)
+    sign = np.where(lower > 0, 1, np.where(upper < 0, -1, 0))
+    return difference, lower, upper, p_value, sign
+
+
 def evaluate(
     control: ArmSummary,
     treatment: ArmSummary,
@@ -124,59 +171,102 @@ def evaluate(
     minimum_effect: float,
     higher_is_better: bool = True,
     minimum_samples: int = 100,
-    previous: tuple[float, float] | None = None,
 ) -> SequentialResult:
-    """One look at an experiment.
+    """One look at an experiment, from all its outcomes so far.
 
-    `previous` is the intersection of earlier intervals; the new interval is intersected with it,
-    which keeps the sequence valid and stops a verdict from flipping back. No verdict is given
-    before each arm has `minimum_samples` outcomes (the variance estimate needs them).
+    The interval is centred on the observed difference and recomputed at every look; a verdict
+    is given the first time it excludes zero (then p ≤ α). No verdict before each arm has
+    `minimum_samples` outcomes (the variance estimate needs them).
     """
-    if not 0 < alpha < 1:
-        raise ValueError("alpha must be between 0 and 1")
-    if minimum_effect <= 0:
-        raise ValueError("the minimum detectable effect must be positive")
-    difference = treatment.mean - control.mean
-    if min(control.count, treatment.count) < max(minimum_samples, 2):
-        return SequentialResult(
-            difference, -math.inf, math.inf, 1.0, INCONCLUSIVE, control, treatment
-        )
-    variance = float(
-        difference_variance(control.count, control.variance, treatment.count, treatment.variance)
+    difference, lower, upper, p_value, sign = looks(
+        control_count=control.count,
+        control_mean=control.mean,
+        control_variance=control.variance,
+        treatment_count=treatment.count,
+        treatment_mean=treatment.mean,
+        treatment_variance=treatment.variance,
+        alpha=alpha,
+        minimum_effect=minimum_effect,
+        minimum_samples=minimum_samples,
     )
-    if variance <= 0:
-        # Both arms constant: any difference is exact, none is no evidence either way.
-        variance = 1e-12
-    width = float(half_width(variance, minimum_effect, alpha))
-    lower, upper = difference - width, difference + width
-    if previous is not None:
-        lower, upper = max(lower, previous[0]), min(upper, previous[1])
-    log_lr = float(log_likelihood_ratio(difference, variance, minimum_effect))
-    p_value = float(min(1.0, math.exp(-log_lr)))
-    if lower > 0:
-        verdict = BETTER if higher_is_better else WORSE
-    elif upper < 0:
-        verdict = WORSE if higher_is_better else BETTER
-    else:
+    if int(sign) == 0:
         verdict = INCONCLUSIVE
-    return SequentialResult(difference, lower, upper, p_value, verdict, control, treatment)
+    elif (int(sign) > 0) == higher_is_better:
+        verdict = BETTER
+    else:
+        verdict = WORSE
+    return SequentialResult(
+        float(difference), float(lower), float(upper), float(p_value), verdict, control, treatment
+    )
+
+
+def detection_probability(
+    *, count, variance: float, minimum_effect: float, alpha: float, treatment_share: float = 0.5
+):
+    """Chance that the interval excludes zero at the look where the smaller arm has `count`
+    outcomes, when the true difference is the minimum effect (normal approximation).
+
+    A verdict at that look is one way to have a verdict by then, so this is a lower bound on the
+    chance of a verdict by that sample size, however often the experiment was looked at before.
+    """
+    count = np.asarray(count, dtype=float)
+    smaller = min(treatment_share, 1 - treatment_share)
+    # Smaller arm m, larger arm m·(1 − s)/s: v = σ²/m + σ²·s/(m(1 − s)) = σ²/(m(1 − s)).
+    difference_var = variance / (count * (1 - smaller))
+    width = half_width(difference_var, minimum_effect, alpha)
+    spread = np.sqrt(difference_var)
+    return stats.norm.cdf((minimum_effect - width) / spread) + stats.norm.cdf(
+        (-minimum_effect - width) / spread
+    )
 
 
 def planned_sample_size(
-    *, variance: float, minimum_effect: float, alpha: float, power: float
+    *,
+    variance: float,
+    minimum_effect: float,
+    alpha: float,
+    power: float,
+    treatment_share: float = 0.5,
+    minimum_samples: int = 100,
 ) -> int:
-    """Per-arm sample size of the classic two-sided fixed-horizon test, as a planning guide.
+    """Outcomes the smaller arm needs for this sequential test to reach `power` on the minimum
+    effect: the smallest n with `detection_probability(n) ≥ power` (at least `minimum_samples`).
 
-    n = (z₁₋α/₂ + z_power)² · 2σ² / δ². The sequential test usually stops sooner on a real
-    effect and a little later on none; the progress bar uses this number as its scale.
+    It is larger than a fixed-horizon t-test's n, the price of being allowed to look at any time;
+    the progress bar uses it, so reaching 100 % means the planned power has been reached.
     """
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError("alpha and power must be between 0 and 1")
     if minimum_effect <= 0:
         raise ValueError("the minimum detectable effect must be positive")
-    z_alpha = stats.norm.ppf(1 - alpha / 2)
-    z_power = stats.norm.ppf(power)
-    return math.ceil((z_alpha + z_power) ** 2 * 2 * variance / minimum_effect**2)
+    if variance <= 0:
+        raise ValueError("the planning variance must be positive")
+    if not 0 < treatment_share < 1:
+        raise ValueError("the treatment share must be between 0 and 1")
+
+    def enough(count: int) -> bool:
+        probability = detection_probability(
+            count=count,
+            variance=variance,
+            minimum_effect=minimum_effect,
+            alpha=alpha,
+            treatment_share=treatment_share,
+        )
+        return float(probability) >= power
+
+    low, high = 1, max(minimum_samples, 2)
+    while not enough(high):
+        low, high = high, high * 2
+        if high > 10**12:
+            raise ValueError("the minimum effect is too small for any practical sample size")
+    # The detection probability rises with the sample size: bisect for the first n that passes.
+    while low < high:
+        middle = (low + high) // 2
+        if enough(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return max(high, minimum_samples)
 
 
 def proportion_variance(rate: float) -> float:

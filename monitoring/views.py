@@ -122,6 +122,8 @@ def experiment_detail(request, pk: int):
                 "mean": snapshot.treatment_mean,
                 "variance": snapshot.treatment_variance,
             },
+            "lower": snapshot.lower,
+            "upper": snapshot.upper,
         }
         for snapshot in experiment.snapshots.order_by("created_at", "id")[:2000]
     ]
@@ -129,6 +131,7 @@ def experiment_detail(request, pk: int):
     context = {
         "experiment": experiment,
         "figure": charts.experiment_figure(snapshots, label),
+        "difference_figure": charts.experiment_difference_figure(snapshots, label),
         "verdict": experiments.verdict_sentence(experiment),
         "progress": experiments.experiment_progress(experiment),
         "guardrails": (experiment.result or {}).get("guardrails", []),

@@ -97,6 +97,10 @@ class ModelVersion(TimeStampedModel):
     signature = models.JSONField(default=dict, blank=True)
     # What validation measured: opset, producer, load time, single-row latency, checks passed.
     validation_report = models.JSONField(default=dict, blank=True)
+    # Set on a ready version whose smoke inference on generated zeros failed (no reference rows).
+    smoke_warning = models.CharField(max_length=500, blank=True)
+    # The reference-row inference request the smoke test passed with; becomes smoke.json.
+    smoke_input = models.JSONField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     params = models.JSONField(default=dict, blank=True)
     source = models.URLField(max_length=2_000, blank=True)

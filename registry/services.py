@@ -582,16 +582,23 @@ def version_record_validation(
     reason: str = "",
     signature: dict | None = None,
     report: dict | None = None,
+    smoke_warning: str = "",
+    smoke_input: dict | None = None,
 ) -> ModelVersion | None:
-    """Compare-and-set validating → ready | invalid with what validation found."""
+    """Compare-and-set validating → ready | invalid with what validation found (a ready version
+    may carry a smoke warning, and the reference-row request its smoke test passed with)."""
     status = VersionStatus.READY if ok else VersionStatus.INVALID
     # What a model declares (names, producer) ends up here; PostgreSQL refuses NUL in text.
-    reason, signature, report = _without_nul((reason, signature, report))
+    reason, signature, report, smoke_warning, smoke_input = _without_nul(
+        (reason, signature, report, smoke_warning, smoke_input)
+    )
     updated = ModelVersion.objects.filter(pk=version_id, status=VersionStatus.VALIDATING).update(
         status=status,
         status_reason="" if ok else (reason or "Validation failed.")[:5_000],
         signature=(signature or {}) if ok else {},
         validation_report=report or {},
+        smoke_warning=(smoke_warning or "")[:500] if ok else "",
+        smoke_input=smoke_input if ok else None,
         updated_at=timezone.now(),
     )
     if not updated:

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.files.storage import Storage, storages
 
 from registry.models import Artifact, ArtifactKind, ModelVersion
+from registry.validation import write_smoke_file
 
 _SUFFIX = {ArtifactKind.MODEL: ".onnx", ArtifactKind.REFERENCE: ".csv"}
 
@@ -69,4 +70,5 @@ def materialize_version(version: ModelVersion, folder: Path) -> Path:
         reference.write_text(json.dumps(version.reference_profile))
     elif reference.exists():
         reference.unlink()
+    write_smoke_file(folder, version.smoke_input)
     return destination

@@ -35,11 +35,16 @@ REQUEUE_BATCH = 100
 
 
 def _check_in_sandbox(version: ModelVersion) -> validation.Outcome:
-    """Lay the version out as the runtime would (its own folder) and check it in a child."""
-    with tempfile.TemporaryDirectory(prefix="modeldeck-validate-") as folder:
+    """Lay the version out as the runtime would (its own folder) and check it in a child, with
+    its reference CSV (outside that folder) for the smoke inference when it has one."""
+    with (
+        tempfile.TemporaryDirectory(prefix="modeldeck-validate-") as folder,
+        tempfile.TemporaryDirectory(prefix="modeldeck-reference-") as reference_folder,
+    ):
         root = Path(folder)
         try:
             path = materialize_version(version, root)
+            reference = _reference_copy(version, Path(reference_folder) / "reference.csv")
         except (OSError, Artifact.DoesNotExist) as error:
             return validation.Outcome(
                 False, f"The stored model file cannot be read: {error}", {}, {"check": "storage"}
@@ -49,7 +54,16 @@ def _check_in_sandbox(version: ModelVersion) -> validation.Outcome:
             root=root,
             timeout_seconds=settings.VALIDATION_TIMEOUT_SECONDS,
             memory_bytes=settings.VALIDATION_MEMORY_BYTES,
+            reference=reference,
         )
+
+
+def _reference_copy(version: ModelVersion, destination: Path) -> Path | None:
+    """The version's reference CSV as a file on this machine, or None without one."""
+    artifact = version.artifacts.filter(kind=ArtifactKind.REFERENCE).first()
+    if artifact is None:
+        return None
+    return _local_copy(artifact.storage_key, destination)
 
 
 @shared_task(ignore_result=True)
@@ -69,6 +83,8 @@ def validate_version(version_id: int) -> None:
         reason=outcome.reason,
         signature=outcome.signature,
         report=outcome.report,
+        smoke_warning=outcome.smoke_warning,
+        smoke_input=outcome.smoke_input,
     )
     logger.info(
         "Validated %s: %s %s", version, "ready" if outcome.ok else "invalid", outcome.reason

@@ -1,9 +1,16 @@
 """Checks one ONNX file in a child process with memory and time limits.
 
 Run as `python -m registry.validation MODEL_PATH --root FOLDER --memory-bytes N
---cpu-seconds S`; it prints one JSON object: `{"ok": true, "signature": …, "report": …}` or
-`{"ok": false, "reason": "…", "check": "…", "report": …}`. A hostile or broken model can only
-crash or exhaust this child; `run_in_child` turns every way it can end into a readable outcome.
+--cpu-seconds S [--reference CSV]`; it prints one JSON object: `{"ok": true, "signature": …,
+"report": …, "smoke": …}` or `{"ok": false, "reason": "…", "check": "…", "report": …}`.
+
+The smoke inference runs on the version's reference rows when it has a reference CSV that fits
+its inputs (a failure there makes the version invalid), else on generated zeros: valid models
+whose inputs must lie in a domain (a category encoder, a size fed to Range) fail on zeros, so a
+failure there only warns (`SMOKE_WARNING`) once the model has loaded and passed the graph checks.
+
+A hostile or broken model can only crash or exhaust this child; `run_in_child` turns every way
+it can end into a readable outcome.
 
 This module must not import Django: the child starts fast and sees nothing of the web process
 (the parent passes it a minimal environment without secrets).
@@ -83,6 +90,17 @@ DATATYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
+
+
+SMOKE_WARNING = (
+    "smoke input outside the model's domain; upload a reference CSV to smoke-test with real rows"
+)
+# The most reference rows a smoke run (and smoke.json for the version servers) uses.
+SMOKE_ROWS = 8
+SMOKE_FILE = "smoke.json"
+# Rows of a reference CSV looked at for good ones: a huge file of bad rows must not eat the
+# validation's time limit.
+SMOKE_SCAN_ROWS = 1_000
 
 
 class Refusal(Exception):
@@ -362,8 +380,90 @@ def _smoke_feeds(signature: dict):
     return feeds
 
 
-def check_session(path: Path) -> tuple[dict, dict]:
-    """Create an onnxruntime session, read the signature, run one generated row."""
+def reference_feeds(reference: Path, signature: dict, *, rows: int = SMOKE_ROWS):
+    """Feeds from the first good rows of a reference CSV (at most `rows`; exactly the fixed
+    batch size when an input has one), or None when the file does not fit the inputs."""
+    from registry import batch
+
+    try:
+        header, reader = batch.read_csv(reference, max_cell_chars=batch.MAX_CELL_CHARS)
+        plan = batch.plan_columns(header, signature)
+    except (batch.Refusal, OSError, ValueError):
+        return None
+    fixed = {spec["shape"][0] for spec in signature["inputs"] if spec["shape"][0] >= 0}
+    if len(fixed) > 1:
+        return None
+    exact = bool(fixed)
+    wanted = fixed.pop() if exact else rows
+    good: list = []
+    try:
+        for scanned, (_number, cells) in enumerate(reader):
+            if scanned >= SMOKE_SCAN_ROWS:
+                break
+            if isinstance(cells, str) or len(cells) != len(plan.header):
+                continue
+            try:
+                batch.tensors_for(plan, [cells])
+            except ValueError:
+                continue
+            good.append(cells)
+            if len(good) >= wanted:
+                break
+    finally:
+        reader.close()
+    if not good or (exact and len(good) != wanted):
+        return None
+    return batch.tensors_for(plan, good)
+
+
+def inference_request(feeds: dict, signature: dict) -> dict:
+    """The feeds as an Open Inference Protocol request body (what `smoke.json` holds)."""
+    datatypes = {spec["name"]: spec["datatype"] for spec in signature["inputs"]}
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "datatype": datatypes[name],
+                "shape": list(array.shape),
+                "data": [str(value) for value in array.ravel()]
+                if datatypes[name] == "BYTES"
+                else array.ravel().tolist(),
+            }
+            for name, array in feeds.items()
+        ]
+    }
+
+
+def write_smoke_file(folder: Path, smoke_input: dict | None) -> None:
+    """Put `smoke.json` (the version's reference-row request) into a model folder handed to a
+    version server, or remove a stale one; the server's start-up smoke uses it when present."""
+    target = folder / SMOKE_FILE
+    if smoke_input:
+        temporary = folder / f".{SMOKE_FILE}.{os.getpid()}"
+        temporary.write_text(json.dumps(smoke_input))
+        os.replace(temporary, target)
+    elif target.exists():
+        target.unlink()
+
+
+def smoke_file_bytes(smoke_input: dict | None) -> bytes | None:
+    """The content of `smoke.json` for an image's model folder, or None without one."""
+    return json.dumps(smoke_input).encode() if smoke_input else None
+
+
+def _run_timed(session, feeds) -> list[float]:
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        timings.append((time.perf_counter() - started) * 1000)
+    return sorted(timings)
+
+
+def check_session(path: Path, reference: Path | None = None) -> tuple[dict, dict, dict]:
+    """Create an onnxruntime session, read the signature, run a smoke inference on reference
+    rows (failure refuses) or generated zeros (failure warns). Returns (signature, timings,
+    smoke) where smoke = {"source", "rows", "warning", "request"}."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -384,22 +484,45 @@ def check_session(path: Path) -> tuple[dict, dict]:
         "inputs": [_describe(node, is_input=True) for node in session.get_inputs()],
         "outputs": [_describe(node, is_input=False) for node in session.get_outputs()],
     }
-    feeds = _smoke_feeds(signature)
-    timings = []
+    feeds = reference_feeds(reference, signature) if reference is not None else None
+    if feeds is not None:
+        try:
+            timings = _run_timed(session, feeds)
+        except Exception as error:
+            if _is_out_of_memory(error):
+                raise MemoryError from None
+            raise Refusal(
+                "smoke-inference",
+                f"The model failed a test inference on its reference rows: {_short(error)}",
+            ) from None
+        rows = len(next(iter(feeds.values()))) if feeds else 0
+        smoke = {
+            "source": "reference",
+            "rows": rows,
+            "warning": "",
+            "request": inference_request(feeds, signature),
+        }
+        return signature, _timings(load_ms, timings), smoke
     try:
-        for _ in range(3):
-            started = time.perf_counter()
-            session.run(None, feeds)
-            timings.append((time.perf_counter() - started) * 1000)
+        timings = _run_timed(session, _smoke_feeds(signature))
     except Exception as error:
         if _is_out_of_memory(error):
             raise MemoryError from None
-        raise Refusal(
-            "smoke-inference",
-            f"The model failed a test inference on generated inputs: {_short(error)}",
-        ) from None
-    timings.sort()
-    return signature, {"load_time_ms": round(load_ms, 3), "latency_ms": round(timings[1], 3)}
+        # The model loaded and passed the graph checks: zeros may just lie outside its domain.
+        smoke = {
+            "source": "zeros",
+            "rows": 1,
+            "warning": SMOKE_WARNING,
+            "error": f"The test inference on generated inputs failed: {_short(error)}",
+            "request": None,
+        }
+        return signature, {"load_time_ms": round(load_ms, 3)}, smoke
+    smoke = {"source": "zeros", "rows": 1, "warning": "", "request": None}
+    return signature, _timings(load_ms, timings), smoke
+
+
+def _timings(load_ms: float, timings: list[float]) -> dict:
+    return {"load_time_ms": round(load_ms, 3), "latency_ms": round(timings[1], 3)}
 
 
 _OUT_OF_MEMORY_SIGNS = (
@@ -446,7 +569,9 @@ def _check_ir3_initializers(path: Path) -> None:
         ) from None
 
 
-def check_file(path: Path, *, root: Path, max_tensor_bytes: int) -> dict:
+def check_file(
+    path: Path, *, root: Path, max_tensor_bytes: int, reference: Path | None = None
+) -> dict:
     """Run every check in order; returns the outcome dictionary the parent expects."""
     import onnx
 
@@ -486,13 +611,18 @@ def check_file(path: Path, *, root: Path, max_tensor_bytes: int) -> dict:
             "accepted as onnxruntime accepts it."
         ]
     passed.append("onnx-checker")
-    signature, timings = check_session(path)
-    passed += ["session", "signature", "smoke-inference"]
+    signature, timings, smoke = check_session(path, reference)
+    passed += ["session", "signature"]
+    if not smoke["warning"]:
+        passed.append("smoke-inference")
     report.update(timings)
+    report["smoke"] = {
+        key: smoke[key] for key in ("source", "rows", "warning", "error") if key in smoke
+    }
     import onnxruntime
 
     report.update(onnx_version=onnx.__version__, onnxruntime_version=onnxruntime.__version__)
-    return {"ok": True, "signature": signature, "report": report}
+    return {"ok": True, "signature": signature, "report": report, "smoke": smoke}
 
 
 def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
@@ -516,13 +646,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--memory-bytes", type=int, required=True)
     parser.add_argument("--cpu-seconds", type=int, required=True)
+    parser.add_argument("--reference", type=Path, default=None)
     args = parser.parse_args(argv)
     _limit_resources(args.memory_bytes, args.cpu_seconds)
     # Native code may print; only our JSON goes to the parent's stdout.
     result_fd = os.dup(1)
     os.dup2(2, 1)
     try:
-        outcome = check_file(args.path, root=args.root, max_tensor_bytes=args.memory_bytes)
+        outcome = check_file(
+            args.path,
+            root=args.root,
+            max_tensor_bytes=args.memory_bytes,
+            reference=args.reference,
+        )
     except Refusal as refusal:
         outcome = {"ok": False, "check": refusal.check, "reason": refusal.message}
     except MemoryError:
@@ -554,6 +690,10 @@ class Outcome:
     reason: str
     signature: dict
     report: dict
+    # Shown on a ready version whose smoke inference on zeros failed (SMOKE_WARNING).
+    smoke_warning: str = ""
+    # The reference-row request the smoke inference passed with (smoke.json), or None.
+    smoke_input: dict | None = None
 
 
 def _signal_reason(number: int, *, memory_bytes: int, cpu_seconds: int) -> str:
@@ -595,14 +735,30 @@ def outcome_from_process(
     report = result.get("report") or {}
     if not ok:
         report = {**report, "check": result.get("check", "")}
+    smoke = result.get("smoke") if ok and isinstance(result.get("smoke"), dict) else {}
+    request = smoke.get("request")
     return Outcome(
-        ok, "" if ok else str(result.get("reason", "")), result.get("signature") or {}, report
+        ok,
+        "" if ok else str(result.get("reason", "")),
+        result.get("signature") or {},
+        report,
+        smoke_warning=str(smoke.get("warning") or "")[:500],
+        smoke_input=request if isinstance(request, dict) else None,
     )
 
 
-def run_in_child(path: Path, *, root: Path, timeout_seconds: int, memory_bytes: int) -> Outcome:
-    """Validate `path` in a fresh Python process with the given limits; never raises for a bad
-    model, whatever it does to the child."""
+def run_in_child(
+    path: Path,
+    *,
+    root: Path,
+    timeout_seconds: int,
+    memory_bytes: int,
+    reference: Path | None = None,
+) -> Outcome:
+    """Validate `path` in a fresh Python process with the given limits (smoke-testing on the
+    rows of `reference`, a CSV, when given); never raises for a bad model, whatever it does to
+    the child."""
+    extra = ["--reference", str(reference)] if reference is not None else []
     child = sandbox.run_child(
         "registry.validation",
         str(path),
@@ -612,6 +768,7 @@ def run_in_child(path: Path, *, root: Path, timeout_seconds: int, memory_bytes: 
         str(memory_bytes),
         "--cpu-seconds",
         str(timeout_seconds + 1),
+        *extra,
         timeout_seconds=timeout_seconds,
     )
     if child.timed_out:

@@ -205,6 +205,7 @@ def _report_items(report: dict) -> list[tuple[str, str]]:
         ("load_time_ms", "Load time (ms)"),
         ("latency_ms", "Single-row latency (ms)"),
         ("checks", "Checks passed"),
+        ("smoke", "Smoke inference"),
         ("check", "Failed check"),
         ("notes", "Notes"),
     ]

@@ -102,6 +102,11 @@ class DeploySerializer(serializers.Serializer):
     weight = serializers.IntegerField(min_value=0, max_value=100, required=False)
     strategy = StrategyStepSerializer(many=True, required=False)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Change even when the new signature breaks the served one's clients "
+        "(deployers; audited).",
+    )
 
 
 class VariantInputSerializer(serializers.Serializer):
@@ -118,6 +123,11 @@ class SetTrafficSerializer(serializers.Serializer):
 
     variants = VariantInputSerializer(many=True, allow_empty=False)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Change even when the new signature breaks the served one's clients "
+        "(deployers; audited).",
+    )
 
 
 class RollbackSerializer(serializers.Serializer):
@@ -125,12 +135,27 @@ class RollbackSerializer(serializers.Serializer):
 
     release = serializers.IntegerField(min_value=1, required=False)
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Change even when the new signature breaks the served one's clients "
+        "(deployers; audited).",
+    )
 
 
 class NoteSerializer(serializers.Serializer):
     """Input of promote and stop: an optional note."""
 
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class PromoteSerializer(NoteSerializer):
+    """Input of POST /endpoints/{name}/promote/."""
+
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Change even when the new signature breaks the served one's clients "
+        "(deployers; audited).",
+    )
 
 
 class ReleaseAcceptedSerializer(serializers.Serializer):

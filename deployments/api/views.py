@@ -111,6 +111,7 @@ class EndpointViewSet(
             weight=data.get("weight"),
             strategy=strategy,
             note=data["note"],
+            force=data["force"],
         )
         return _accepted(release)
 
@@ -125,17 +126,18 @@ class EndpointViewSet(
             endpoint=endpoint,
             variants=[dict(variant) for variant in data["variants"]],
             note=data["note"],
+            force=data["force"],
         )
         return _accepted(release)
 
-    @extend_schema(request=api.NoteSerializer, responses={202: api.ReleaseAcceptedSerializer})
+    @extend_schema(request=api.PromoteSerializer, responses={202: api.ReleaseAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def promote(self, request, name=None):
         """The candidate takes 100 %."""
         endpoint = self.get_object()
-        data = self._input(api.NoteSerializer)
+        data = self._input(api.PromoteSerializer)
         release = services.endpoint_promote(
-            actor=_actor(request), endpoint=endpoint, note=data["note"]
+            actor=_actor(request), endpoint=endpoint, note=data["note"], force=data["force"]
         )
         return _accepted(release)
 
@@ -150,6 +152,7 @@ class EndpointViewSet(
             endpoint=endpoint,
             release_number=data.get("release"),
             note=data["note"],
+            force=data["force"],
         )
         return _accepted(release)
 

@@ -224,6 +224,7 @@ def experiment_document(experiment) -> dict:
         "guardrail_status": result.get("guardrails", []),
         "started_at": experiment.started_at,
         "ended_at": experiment.ended_at,
+        "ended_reason": experiment.ended_reason,
         "last_evaluated_at": experiment.last_evaluated_at,
     }
 

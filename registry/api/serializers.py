@@ -92,6 +92,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "derived_from",
             "aliases",
             "validation_report",
+            "smoke_warning",
             "has_reference_profile",
             "created_by",
             "created_at",

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from monitoring import charts
 
 
@@ -102,3 +104,28 @@ def test_a_lone_minute_of_latency_is_drawn_as_a_marker():
     lone = [trace for trace in figure["data"] if trace["y"] and trace["y"][1] is None]
     assert lone
     assert all("markers" in trace["mode"] for trace in lone)
+
+
+def test_the_difference_chart_draws_the_verdicts_interval_around_the_estimate():
+    from monitoring.charts import experiment_difference_figure
+
+    arm = {"count": 500, "variance": 0.25}
+    snapshots = [
+        {"at": "t0", "control": {**arm, "mean": 0.5}, "treatment": {**arm, "mean": 0.5},
+         "lower": None, "upper": None},
+        {"at": "t1", "control": {**arm, "mean": 0.50}, "treatment": {**arm, "mean": 0.56},
+         "lower": -0.01, "upper": 0.13},
+        {"at": "t2", "control": {**arm, "mean": 0.50}, "treatment": {**arm, "mean": 0.58},
+         "lower": 0.02, "upper": 0.14},
+    ]  # fmt: skip
+    figure = experiment_difference_figure(snapshots, "accuracy")
+    upper, lower, difference, zero = figure["data"]
+    assert upper["y"] == [0.13, 0.14] and lower["y"] == [-0.01, 0.02]
+    assert difference["x"] == ["t1", "t2"]
+    assert difference["y"] == pytest.approx([0.06, 0.08])
+    assert all(
+        lo < d < up for lo, d, up in zip(lower["y"], difference["y"], upper["y"], strict=True)
+    )
+    assert zero["y"] == [0, 0]
+    empty = experiment_difference_figure(snapshots[:1], "accuracy")
+    assert empty["data"] == []

@@ -122,8 +122,8 @@ def test_an_experiment_made_with_the_form_equals_the_one_the_api_makes(
     made_by_form = Experiment.objects.get()
     assert response.redirect_chain == [(f"/experiments/{made_by_form.pk}/", 302)]
     text = response.content.decode()
-    assert "plans for 1570 outcomes per arm" in text
-    assert "of the planned 1570 outcomes per arm" in text
+    assert "plans for 1902 outcomes per arm" in text
+    assert "of the planned 1902 outcomes per arm" in text
 
     answer = deployer_api.post("/api/v1/experiments/", EXPERIMENT_JSON, format="json")
     assert answer.status_code == 201
@@ -136,7 +136,7 @@ def test_an_experiment_made_with_the_form_equals_the_one_the_api_makes(
         {"metric": "error_rate", "minimum_effect": 0.01},
         {"metric": "latency", "minimum_effect": 0.05},
     ]
-    assert (form_document["planned_sample_size"], form_document["status"]) == (1570, "draft")
+    assert (form_document["planned_sample_size"], form_document["status"]) == (1902, "draft")
     assert form_document["auto_promote"] is True and form_document["auto_stop_loser"] is False
     assert AuditEvent.objects.filter(action="experiment.create").count() == 2
 

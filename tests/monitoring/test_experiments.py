@@ -64,13 +64,19 @@ def outcomes(endpoint, version, correct: np.ndarray, prefix: str):
     )
 
 
-def test_planned_sample_size_is_the_textbook_value(setup):
+def test_planned_sample_size_is_where_the_sequential_test_has_the_planned_power(setup):
     endpoint, _, _, actor = setup
     experiment = create(endpoint, actor)
-    # (z_0.975 + z_0.8)² · 2 · 0.25 / 0.05² = 7.849 · 200 = 1569.8 → 1570 per arm.
-    assert experiment.planned_sample_size == 1570
+    # Not the fixed-horizon 1 570: the always-valid test needs 3 043 per arm for 80 % power.
+    assert (
+        experiment.planned_sample_size
+        == 3043
+        == sequential.planned_sample_size(variance=0.25, minimum_effect=0.05, alpha=0.05, power=0.8)
+    )
+    uneven = create(endpoint, actor, name="uneven", treatment_percent=20)
+    assert uneven.planned_sample_size == 1902
     assert experiment.status == "draft"
-    assert AuditEvent.objects.filter(action="experiment.create").count() == 1
+    assert AuditEvent.objects.filter(action="experiment.create").count() == 2
 
 
 def test_start_splits_traffic_with_the_sticky_key(setup):
@@ -120,22 +126,26 @@ def test_verdict_from_logged_outcomes_equals_the_sequential_test(setup):
     assert "is better than iris:1 on accuracy" in experiments.verdict_sentence(experiment)
 
 
-def test_an_aa_experiment_stays_inconclusive_and_intervals_only_shrink(setup):
+def test_an_aa_experiment_stays_inconclusive_with_the_estimate_inside_each_new_interval(setup):
     endpoint, control, _, actor = setup
     other = make_version(endpoint.team, "iris", 3)
     experiment = create(endpoint, actor, treatment="iris:3")
     experiments.experiment_start(actor=actor, experiment=experiment)
     generator = np.random.default_rng(11)
-    widths = []
+    widths, uppers = [], []
     for batch in range(4):
         outcomes(endpoint, control, generator.random(300) < 0.5, f"c{batch}-")
         outcomes(endpoint, other, generator.random(300) < 0.5, f"t{batch}-")
         experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
         widths.append(experiment.upper - experiment.lower)
+        uppers.append(experiment.upper)
+        assert experiment.lower < experiment.result["difference"] < experiment.upper
+        assert (experiment.result["p_value"] <= 0.05) is False
     assert experiment.verdict == "inconclusive"
     assert widths == sorted(widths, reverse=True)
+    assert len(set(uppers)) == 4  # recomputed at every look, never frozen
     assert "Not known yet" in experiments.verdict_sentence(experiment)
-    assert experiments.experiment_progress(experiment) == pytest.approx(1200 / 1570)
+    assert experiments.experiment_progress(experiment) == pytest.approx(1200 / 3043)
 
 
 def test_a_guardrail_breach_concludes_worse_and_stops_the_loser(setup):
@@ -226,3 +236,36 @@ def test_experiment_api_is_scoped_and_role_checked(setup, deployer_api, viewer_a
     stopped = deployer_api.post(f"/api/v1/experiments/{pk}/stop/")
     assert stopped.json()["status"] == "stopped"
     assert deployer_api.post(f"/api/v1/experiments/{pk}/stop/").status_code == 400
+
+
+def test_api_and_page_agree_on_estimate_interval_p_value_progress_and_verdict(
+    setup, deployer_api, deployer
+):
+    from django.test import Client
+
+    endpoint, control, treatment, actor = setup
+    experiment = create(endpoint, actor)
+    experiments.experiment_start(actor=actor, experiment=experiment)
+    generator = np.random.default_rng(21)
+    documents = []
+    for batch, rate in enumerate((0.5, 0.5, 0.62)):
+        outcomes(endpoint, control, generator.random(1200) < 0.5, f"c{batch}-")
+        outcomes(endpoint, treatment, generator.random(1200) < rate, f"t{batch}-")
+        experiments.experiment_evaluate(experiment_id=experiment.pk)
+        document = deployer_api.get(f"/api/v1/experiments/{experiment.pk}/").json()
+        documents.append(document)
+        lower, upper = document["confidence_interval"]
+        assert lower < document["difference"] < upper
+        assert (document["p_value"] <= document["alpha"]) == (document["verdict"] != "inconclusive")
+        assert (lower > 0 or upper < 0) == (document["verdict"] != "inconclusive")
+        smaller = min(document["arms"]["control"]["count"], document["arms"]["treatment"]["count"])
+        assert document["progress"] == pytest.approx(min(1.0, smaller / 3043))
+    assert [d["verdict"] for d in documents] == ["inconclusive", "inconclusive", "better"]
+    assert documents[1]["progress"] == pytest.approx(2400 / 3043)
+    client = Client()
+    client.force_login(deployer)
+    page = client.get(f"/experiments/{experiment.pk}/").content.decode()
+    final = documents[-1]
+    assert f"Always-valid p-value {final['p_value']:.4f}" in page
+    assert "Sample size: 100 % of the planned 3043 outcomes per arm" in page
+    assert f"difference {final['difference']:+.4g} (confidence interval" in page

@@ -42,7 +42,7 @@ def test_pages_show_the_experiment_to_members_only(experiment, viewer, outsider)
     page = login(viewer).get(f"/experiments/{experiment.pk}/")
     assert page.status_code == 200
     text = page.content.decode()
-    assert "No data yet" in text and "1570" in text and 'data-figure="experiment-figure"' in text
+    assert "No data yet" in text and "3043" in text and 'data-figure="experiment-figure"' in text
     assert "ranker" in login(viewer).get("/experiments/").content.decode()
     assert login(outsider).get(f"/experiments/{experiment.pk}/").status_code == 404
     assert "ranker" not in login(outsider).get("/experiments/").content.decode()

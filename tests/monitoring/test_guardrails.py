@@ -235,3 +235,32 @@ def test_system_actor_rollback_is_the_same_service(canary):
         actor=Actor.system("guardrail"), endpoint=endpoint, release_number=1
     )
     assert release.reason == "rollback"
+
+
+def test_a_guardrail_rolls_back_a_forced_breaking_version_despite_the_signature_change(
+    canary, deployer, make_actor
+):
+    from registry.models import ModelVersion
+
+    endpoint, first, second = canary
+    tensor = {"datatype": "FP32", "shape": [-1, 4]}
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+    ModelVersion.objects.filter(pk=first.pk).update(
+        signature={"inputs": [{"name": "x", **tensor}], "outputs": outputs}
+    )
+    ModelVersion.objects.filter(pk=second.pk).update(
+        signature={"inputs": [{"name": "features", **tensor}], "outputs": outputs}
+    )
+    actor = make_actor(deployer)
+    with pytest.raises(ApplicationError, match="iris:2 does not fit"):
+        deployment_services.endpoint_promote(actor=actor, endpoint=endpoint)
+    promoted = deployment_services.endpoint_promote(actor=actor, endpoint=endpoint, force=True)
+    live(endpoint, promoted, seconds_ago=60)
+    set_policy(endpoint, actor, scope="always")
+    seed(endpoint, second, 200, 50)
+    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    assert evaluation.action == EvaluationAction.ROLLED_BACK, evaluation.message
+    endpoint.refresh_from_db()
+    assert [v["version"] for v in endpoint.desired_release.variants] == ["iris:1"]
+    audit = AuditEvent.objects.filter(action="endpoint.rollback").latest("id")
+    assert (audit.actor_label, audit.data["forced"]) == ("system:guardrail", True)

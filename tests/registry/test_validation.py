@@ -294,10 +294,6 @@ INVALID = {
         "sorted, however input 'nowhere' of node: name: OpType: Add is not output of "
         "any previous nodes.",
     ),
-    "smoke-inference": (
-        _reshape_that_fails_at_run_time,
-        "The model failed a test inference on generated inputs:",
-    ),
 }
 
 
@@ -309,6 +305,26 @@ def test_bad_models_end_invalid_with_a_readable_reason(
     version = validated(register(scientist_actor, registered, onnx_path(build())))
     assert (version.status, version.status_reason, version.signature) == ("invalid", reason, {})
     assert audit_actions()[-1] == "version.invalid"
+
+
+def test_a_model_failing_only_on_generated_inputs_passes_with_a_warning(tmp_path):
+    """It loaded and passed the graph checks: zeros may lie outside its domain, so the version
+    becomes ready with a warning; the same failure on reference rows refuses it."""
+    path = onnx_files.save(_reshape_that_fails_at_run_time(), tmp_path / "model.onnx")
+    outcome = validation.check_file(path, root=tmp_path, max_tensor_bytes=4 * 1024**3)
+    assert outcome["ok"] is True
+    assert outcome["smoke"]["warning"] == validation.SMOKE_WARNING
+    assert outcome["report"]["checks"][-2:] == ["session", "signature"]
+    reference = tmp_path / "reference.csv"
+    reference.write_text("x_0,x_1,x_2\n1,2,3\n")
+    with pytest.raises(validation.Refusal) as refused:
+        validation.check_file(
+            path, root=tmp_path, max_tensor_bytes=4 * 1024**3, reference=reference
+        )
+    assert refused.value.check == "smoke-inference"
+    assert refused.value.message.startswith(
+        "The model failed a test inference on its reference rows:"
+    )
 
 
 @pytest.mark.parametrize("name", list(INVALID))
