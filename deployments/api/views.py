@@ -153,6 +153,34 @@ class EndpointViewSet(
         )
         return _accepted(release)
 
+    @extend_schema(
+        request=api.ScaleSerializer,
+        responses={202: api.ScaleAcceptedSerializer, 400: api.ErrorSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def scale(self, request, name=None):
+        """Run a version of the current release on N replicas (local: processes, docker:
+        containers, kubernetes: pods), or autoscale it (kubernetes only); deployers only."""
+        endpoint = self.get_object()
+        data = self._input(api.ScaleSerializer)
+        autoscale = dict(data["autoscale"]) if "autoscale" in data else None
+        release = services.endpoint_scale(
+            actor=_actor(request),
+            endpoint=endpoint,
+            version=data["version"],
+            replicas=data.get("replicas"),
+            autoscale=autoscale,
+            note=data["note"],
+        )
+        variant = next(v for v in release.variants if v["version"] == data["version"].strip())
+        answer = {
+            "release": release.number,
+            "version": variant["version"],
+            "replicas": variant.get("replicas"),
+            "autoscale": variant.get("autoscale"),
+        }
+        return Response(api.ScaleAcceptedSerializer(answer).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=api.NoteSerializer, responses={202: api.ReleaseAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request, name=None):
