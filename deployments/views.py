@@ -189,41 +189,22 @@ def _scale_context(endpoint) -> dict:
     and whether rolling back is a route switch or must start servers."""
     from django.utils import timezone
 
-    from deployments.reconciler import variant_replicas, warm_window
-
-    release = endpoint.desired_release
-    observed = endpoint.replica_status or {}
-    rows = []
-    for variant in release.variants if release is not None else []:
-        status = observed.get(str(variant["version_id"]), {})
-        desired = variant_replicas(variant)
-        rows.append(
-            {
-                "version": variant["version"],
-                "role": variant["role"],
-                "desired": desired,
-                "ready": status.get("ready", 0),
-                "autoscale": variant.get("autoscale"),
-            }
-        )
-    warm_versions, until = warm_window(endpoint)
-    now = timezone.now()
-    warm_left = int((until - now).total_seconds()) if until is not None and until > now else 0
-    warm = [status for key, status in observed.items() if int(key) in warm_versions and warm_left]
+    replicas = selectors.endpoint_replicas(endpoint=endpoint)
+    warm = [row for row in replicas if row["warm_until"] is not None]
+    until = warm[0]["warm_until"] if warm else None
+    warm_left = int((until - timezone.now()).total_seconds()) if until is not None else 0
     target = services.rollback_default(endpoint)
-    running = {int(key) for key in observed} | (warm_versions if warm_left else set())
-    switch = target is not None and all(
-        variant["version_id"] in running for variant in target.variants
-    )
+    running = {row["version"] for row in replicas}
+    switch = target is not None and all(v["version"] in running for v in target.variants)
     kind = endpoint.target.kind
     return {
         "scale": {
-            "rows": rows,
+            "rows": [row for row in replicas if row["warm_until"] is None],
             "scalable": kind in services.SCALABLE_KINDS,
             "autoscaling": kind in services.AUTOSCALING_KINDS,
             "kind": endpoint.target.get_kind_display(),
             "warm": warm,
-            "warm_seconds_left": warm_left,
+            "warm_seconds_left": max(0, warm_left),
             "rollback_target": target,
             "rollback_is_switch": switch and warm_left > 0,
         }

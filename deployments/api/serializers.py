@@ -225,3 +225,15 @@ class ErrorSerializer(serializers.Serializer):
 
     error = serializers.CharField()
     detail = serializers.JSONField()
+
+
+class ReplicaStatusSerializer(serializers.Serializer):
+    """Replicas of one version: ready as of the last reconcile, desired by the release; role
+    "warm" for a version kept running for a rollback until `warm_until`."""
+
+    version = serializers.CharField()
+    role = serializers.CharField()
+    ready = serializers.IntegerField()
+    desired = serializers.IntegerField()
+    autoscale = AutoscaleSerializer(allow_null=True)
+    warm_until = serializers.DateTimeField(allow_null=True)

@@ -153,15 +153,21 @@ class EndpointViewSet(
         )
         return _accepted(release)
 
+    @extend_schema(methods=["GET"], request=None, responses=api.ReplicaStatusSerializer(many=True))
     @extend_schema(
+        methods=["POST"],
         request=api.ScaleSerializer,
         responses={202: api.ScaleAcceptedSerializer, 400: api.ErrorSerializer},
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["get", "post"])
     def scale(self, request, name=None):
-        """Run a version of the current release on N replicas (local: processes, docker:
-        containers, kubernetes: pods), or autoscale it (kubernetes only); deployers only."""
+        """GET: replicas per version (ready / desired). POST: run a version of the current
+        release on N replicas (local: processes, docker: containers, kubernetes: pods), or
+        autoscale it (kubernetes only); deployers only."""
         endpoint = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.endpoint_replicas(endpoint=endpoint))
+            return self.get_paginated_response(api.ReplicaStatusSerializer(page, many=True).data)
         data = self._input(api.ScaleSerializer)
         autoscale = dict(data["autoscale"]) if "autoscale" in data else None
         release = services.endpoint_scale(

@@ -8,6 +8,7 @@ import httpx
 from deployments import services
 from deployments.models import DeploymentEvent, Endpoint, Release
 from deployments.targets import driver_for
+from monitoring.scraper import targets_for
 
 
 class Load:
@@ -123,6 +124,10 @@ def assert_scaling_up_and_down_loses_no_request(actor, endpoint: Endpoint, conve
         services.endpoint_scale(actor=actor, endpoint=endpoint, version="adder:1", replicas=3)
         converge(endpoint)
         urls = replica_urls(endpoint, version_id)
+        # The metrics scrape reaches every replica, not only the first.
+        observation = driver_for(endpoint.target).observe(endpoint=endpoint)
+        scraped = {target.url for target in targets_for(observation) if target.version_id}
+        assert scraped == {url.rstrip("/") for url in urls}
         before = {url: served_requests(url) for url in urls}
         load.wait_for(300)
         served = {url: served_requests(url) - before[url] for url in urls}

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from accounts.actor import Actor
 from accounts.models import AuditEvent
 from deployments import services
 from deployments.models import (
@@ -271,3 +272,19 @@ def test_the_page_tells_a_scientist_the_role_it_needs(endpoint, scientist):
     )
     assert response.status_code == 403
     assert _state() == before
+
+
+def test_replicas_per_version_are_listed_with_ready_and_desired(endpoint, viewer_api, outsider_api):
+    services.endpoint_scale(
+        actor=Actor.system("tests"), endpoint=endpoint, version="adder:1", replicas=2
+    )
+    version_id = endpoint.desired_release.variants[0]["version_id"]
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        replica_status={str(version_id): {"version": "adder:1", "ready": 1, "desired": 2}}
+    )
+    body = viewer_api.get(URL).json()
+    assert body["results"] == [
+        {"version": "adder:1", "role": "primary", "ready": 1, "desired": 2, "autoscale": None,
+         "warm_until": None},
+    ]  # fmt: skip
+    assert outsider_api.get(URL).status_code == 404
