@@ -351,14 +351,16 @@ class _Run:
             replica_status=status
         )
 
-    def converged(self, observation: Observation, specs: list[ServerSpec]) -> bool:
-        """Everything runs, is ready, the gateway holds this generation, and it was recorded."""
+    def converged(
+        self, observation: Observation, specs: list[ServerSpec], *, leftovers: bool = False
+    ) -> bool:
+        """Everything runs, is ready, the gateway holds this generation, and it was recorded;
+        with `leftovers`, servers and replicas the gateway no longer routes to may remain."""
         for spec in specs:
             server = observation.server(spec.key)
             if not replicas_serve(server, spec.replicas) or needs_start(server, spec):
                 return False
-        surplus, unwanted = self.leftovers(observation, specs)
-        if surplus or unwanted:
+        if not leftovers and any(self.leftovers(observation, specs)):
             return False
         gateway = observation.gateway
         if gateway is None or not gateway.ready or gateway.generation != self.generation:
@@ -383,6 +385,12 @@ class _Run:
             Endpoint.objects.filter(pk=self.endpoint.pk).update(last_reconciled_at=timezone.now())
             self.record_replicas(observation, specs)
             return "unchanged"
+        if self.converged(observation, specs, leftovers=True):
+            # Serving as wanted; what remains (servers past their warm window, replicas a killed
+            # run left behind) gets no traffic at this generation: stop it, change nothing else.
+            self.remove_leftovers(observation, specs)
+            Endpoint.objects.filter(pk=self.endpoint.pk).update(last_reconciled_at=timezone.now())
+            return "converged"
         self.set_status(EndpointStatus.PROGRESSING)
         self.event(f"Reconciling release {self.release.number}.")
         for spec in specs:
@@ -407,24 +415,7 @@ class _Run:
         self.event(f"Traffic switched: {_describe(routes)}.")
         self.record_replicas(observation, specs)
         _checkpoint("routes-set")
-        surplus, unwanted = self.leftovers(observation, specs)
-        if surplus or unwanted:
-            # Requests that picked an old route (or replica) just before the switch finish
-            # first; only then do the processes stop.
-            time.sleep(drain_seconds())
-            self.require_current()
-            for server, keep in surplus:
-                self.driver.remove_replicas(endpoint=self.endpoint, server=server, keep=keep)
-                self.event(
-                    f"Scaled {server.version} down to {keep} "
-                    f"{'replica' if keep == 1 else 'replicas'}.",
-                    version=server.version,
-                )
-            for server in unwanted:
-                self.driver.remove_server(server=server)
-                self.event(f"Stopped the server of {server.version}.")
-            observation = self.driver.observe(endpoint=self.endpoint)
-            self.record_replicas(observation, specs)
+        self.remove_leftovers(observation, specs)
         _checkpoint("drained")
         now = timezone.now()
         self.set_status(
@@ -452,6 +443,25 @@ class _Run:
             )
         _checkpoint("converged")
         return "converged"
+
+    def remove_leftovers(self, observation: Observation, specs: list[ServerSpec]) -> None:
+        """Stop the replicas and servers the gateway's table no longer names (after the drain
+        time), except those kept warm for a rollback."""
+        surplus, unwanted = self.leftovers(observation, specs)
+        if not surplus and not unwanted:
+            return
+        # Requests that picked an old route (or replica) just before the switch finish first;
+        # only then do the processes stop.
+        time.sleep(drain_seconds())
+        self.require_current()
+        for server, keep in surplus:
+            self.driver.remove_replicas(endpoint=self.endpoint, server=server, keep=keep)
+            noun = "replica" if keep == 1 else "replicas"
+            self.event(f"Scaled {server.version} down to {keep} {noun}.", version=server.version)
+        for server in unwanted:
+            self.driver.remove_server(server=server)
+            self.event(f"Stopped the server of {server.version}.")
+        self.record_replicas(self.driver.observe(endpoint=self.endpoint), specs)
 
     def start_server(self, spec: ServerSpec, *, restarted: bool) -> None:
         folder = self.driver.model_folder(spec=spec)

@@ -3,7 +3,7 @@
 import pytest
 
 from deployments import services, tasks
-from deployments.models import Endpoint, LocalProcess
+from deployments.models import DeploymentEvent, Endpoint, EndpointStatus, LocalProcess
 from tests.deployments.load import (
     assert_rollback_inside_the_warm_window_is_a_route_switch,
     assert_scaling_up_and_down_loses_no_request,
@@ -63,7 +63,13 @@ def test_servers_past_the_warm_window_are_stopped_by_the_next_run(
     assert "warm_until" in endpoint.replica_status[str(v1)]
     assert tasks.reconcile_endpoint(endpoint.pk) == "unchanged"  # still inside the window
     settings.DEPLOYMENTS_WARM_SECONDS = 0
+    last_event = DeploymentEvent.objects.latest("id").pk
     assert tasks.reconcile_endpoint(endpoint.pk) == "converged"
+    # Only the cold server goes; the endpoint stays live and nothing else is re-announced.
+    assert list(
+        DeploymentEvent.objects.filter(pk__gt=last_event).values_list("message", flat=True)
+    ) == ["Stopped the server of adder:1."]
     assert set(LocalProcess.objects.values_list("key", flat=True)) == {"gateway", f"v{v2}"}
     endpoint.refresh_from_db()
+    assert endpoint.status == EndpointStatus.LIVE
     assert set(endpoint.replica_status) == {str(v2)}
