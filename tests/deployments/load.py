@@ -129,6 +129,8 @@ def assert_scaling_up_and_down_loses_no_request(actor, endpoint: Endpoint, conve
         scraped = {target.url for target in targets_for(observation) if target.version_id}
         assert scraped == {url.rstrip("/") for url in urls}
         before = {url: served_requests(url) for url in urls}
+        gauge = 'modeldeck_gateway_route_replicas{version="adder:1",role="primary"} 3'
+        assert gauge in httpx.get(f"{endpoint.url}/metrics", timeout=10).text.splitlines()
         load.wait_for(300)
         served = {url: served_requests(url) - before[url] for url in urls}
         services.endpoint_scale(actor=actor, endpoint=endpoint, version="adder:1", replicas=1)
