@@ -347,9 +347,12 @@ class _Run:
                     "desired": server.desired_replicas,
                     "warm_until": until.isoformat(),
                 }
+        if status == self.endpoint.replica_status:
+            return  # a converged endpoint's beat run writes nothing
         Endpoint.objects.filter(pk=self.endpoint.pk, generation=self.generation).update(
             replica_status=status
         )
+        self.endpoint.replica_status = status
 
     def converged(
         self, observation: Observation, specs: list[ServerSpec], *, leftovers: bool = False
