@@ -288,3 +288,24 @@ def test_replicas_per_version_are_listed_with_ready_and_desired(endpoint, viewer
          "warm_until": None},
     ]  # fmt: skip
     assert outsider_api.get(URL).status_code == 404
+
+
+def test_without_htmx_a_scale_down_asks_on_its_own_page_and_a_scale_up_goes_back(
+    endpoint, deployer
+):
+    browser = _browser(deployer)
+    token = _csrf(browser, "/endpoints/adder-scale/")
+    answer = browser.post(
+        "/endpoints/adder-scale/scale/",
+        {"version": "adder:1", "replicas": 2, "csrfmiddlewaretoken": token},
+    )
+    assert answer.status_code == 302
+    assert answer.url == "/endpoints/adder-scale/"
+    before = _state()
+    page = browser.post(
+        "/endpoints/adder-scale/scale/",
+        {"version": "adder:1", "replicas": 1, "csrfmiddlewaretoken": token},
+    ).content.decode()
+    assert "Scale <code>adder:1</code> down from 2 to 1 replica?" in page
+    assert "<html" in page
+    assert _state() == before
