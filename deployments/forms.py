@@ -106,3 +106,11 @@ class TargetCreateForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("Use a JSON object.")
         return value
+
+
+class ScaleForm(forms.Form):
+    """Run one version of the current release on N replicas (a scale-down is confirmed)."""
+
+    version = forms.CharField(max_length=200, widget=forms.HiddenInput)
+    replicas = forms.IntegerField(min_value=1, max_value=20)
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)

@@ -157,6 +157,9 @@ class Endpoint(TimeStampedModel):
     # generation stops before changing anything (fencing).
     generation = models.PositiveIntegerField(default=0)
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Written by the reconciler: {version id: {version, ready, desired, autoscale | warm_until}}
+    # of the versions running for the endpoint (the page's "ready / desired replicas").
+    replica_status = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -191,6 +194,7 @@ class ReleaseReason(models.TextChoices):
     ROLLBACK = "rollback", "Rollback"
     STOP = "stop", "Stop"
     ROLLOUT_STEP = "rollout_step", "Rollout step"
+    SCALE = "scale", "Scale"
 
 
 class Release(models.Model):

@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -37,15 +37,17 @@ from deployments.models import (
     EventLevel,
     ReconcileLease,
     Release,
+    ReleaseReason,
     VariantRole,
 )
-from deployments.services import deployment_event_record
+from deployments.services import deployment_event_record, rollback_default
 from deployments.targets import driver_for
 from deployments.targets.base import (
     DriverError,
     Observation,
     Route,
     ServerSpec,
+    ServerState,
     StaleGeneration,
     TargetDriver,
 )
@@ -78,6 +80,35 @@ def ready_timeout_seconds() -> float:
 def drain_seconds() -> float:
     """How long a server keeps running after the gateway switched away from it."""
     return _setting("DEPLOYMENTS_DRAIN_SECONDS", 2.0)
+
+
+def warm_seconds() -> float:
+    """How long the servers of the release a new one replaced keep running (so that a rollback
+    inside the window is a route switch, no server start); like Argo Rollouts'
+    scaleDownDelaySeconds."""
+    return _setting("DEPLOYMENTS_WARM_SECONDS", 300.0)
+
+
+def warm_window(endpoint: Endpoint) -> tuple[set[int], datetime | None]:
+    """The versions kept warm for a rollback (the last live release's versions that the desired
+    release no longer serves) and until when; (empty, None) when there is no window.
+
+    The window starts when the desired release went live (servers are kept while it is still
+    starting, too) and lasts `DEPLOYMENTS_WARM_SECONDS`.
+    """
+    release = endpoint.desired_release
+    seconds = warm_seconds()
+    if release is None or release.reason == ReleaseReason.STOP or seconds <= 0:
+        return set(), None
+    previous = rollback_default(endpoint)
+    if previous is None:
+        return set(), None
+    versions = {variant["version_id"] for variant in previous.variants}
+    versions -= {variant["version_id"] for variant in release.variants}
+    if not versions:
+        return set(), None
+    started = release.live_at or timezone.now()
+    return versions, started + timedelta(seconds=seconds)
 
 
 def lease_seconds() -> float:
@@ -246,7 +277,8 @@ class _Run:
                     version_number=version.number,
                     release_number=self.release.number,
                     role=variant["role"],
-                    replicas=self.release.replicas,
+                    replicas=variant_replicas(variant),
+                    autoscale=variant.get("autoscale"),
                 )
             )
         return specs
@@ -256,25 +288,82 @@ class _Run:
         for variant in self.release.variants:
             server = observation.server(f"v{variant['version_id']}")
             assert server is not None
+            upstreams = serving_upstreams(server, variant_replicas(variant))
             shadow = variant["role"] == VariantRole.SHADOW
             routes.append(
                 Route(
                     version=variant["version"],
                     version_id=variant["version_id"],
-                    upstream=server.upstream,
+                    upstream=upstreams[0],
                     weight=0 if shadow else variant["weight"],
                     role=variant["role"],
                     mirror_percent=variant.get("mirror_percent", 0) if shadow else 0,
+                    upstreams=upstreams,
                 )
             )
         return routes
 
-    def converged(self, observation: Observation, specs: list[ServerSpec]) -> bool:
-        """Everything runs, is ready, the gateway holds this generation, and it was recorded."""
-        wanted = {spec.key for spec in specs}
-        if {server.key for server in observation.servers} != wanted:
-            return False
-        if not all(server.alive and server.ready for server in observation.servers):
+    def warm(self) -> tuple[set[str], datetime | None]:
+        """Keys of the servers kept warm for a rollback, and until when."""
+        versions, until = warm_window(self.endpoint)
+        if until is None or until <= timezone.now():
+            return set(), None
+        return {f"v{version_id}" for version_id in versions}, until
+
+    def leftovers(self, observation: Observation, specs: list[ServerSpec]):
+        """What the gateway no longer needs: (surplus replicas per server, servers to remove).
+        Servers of the warm window stay."""
+        wanted = {spec.key: spec for spec in specs}
+        warm, _ = self.warm()
+        surplus = []
+        for server in observation.servers:
+            spec = wanted.get(server.key)
+            if spec is not None and any(r.index >= spec.replicas for r in server.instances):
+                surplus.append((server, spec.replicas))
+        unwanted = [
+            server
+            for server in observation.servers
+            if server.key not in wanted and server.key not in warm
+        ]
+        return surplus, unwanted
+
+    def record_replicas(self, observation: Observation, specs: list[ServerSpec]) -> None:
+        """Ready / desired replicas per version and the warm window, for the endpoint page."""
+        warm, until = self.warm()
+        status: dict[str, dict] = {}
+        for spec in specs:
+            server = observation.server(spec.key)
+            status[str(spec.version_id)] = {
+                "version": spec.version,
+                "ready": ready_replicas(server, spec.replicas),
+                "desired": spec.replicas,
+                "autoscale": spec.autoscale,
+            }
+        for server in observation.servers:
+            if server.key in warm:
+                status[str(server.version_id)] = {
+                    "version": server.version,
+                    "ready": server.ready_replicas if server.ready else 0,
+                    "desired": server.desired_replicas,
+                    "warm_until": until.isoformat(),
+                }
+        if status == self.endpoint.replica_status:
+            return  # a converged endpoint's beat run writes nothing
+        Endpoint.objects.filter(pk=self.endpoint.pk, generation=self.generation).update(
+            replica_status=status
+        )
+        self.endpoint.replica_status = status
+
+    def converged(
+        self, observation: Observation, specs: list[ServerSpec], *, leftovers: bool = False
+    ) -> bool:
+        """Everything runs, is ready, the gateway holds this generation, and it was recorded;
+        with `leftovers`, servers and replicas the gateway no longer routes to may remain."""
+        for spec in specs:
+            server = observation.server(spec.key)
+            if not replicas_serve(server, spec.replicas) or needs_start(server, spec):
+                return False
+        if not leftovers and any(self.leftovers(observation, specs)):
             return False
         gateway = observation.gateway
         if gateway is None or not gateway.ready or gateway.generation != self.generation:
@@ -297,14 +386,21 @@ class _Run:
         specs = self.specs()
         if self.converged(observation, specs):
             Endpoint.objects.filter(pk=self.endpoint.pk).update(last_reconciled_at=timezone.now())
+            self.record_replicas(observation, specs)
             return "unchanged"
+        if self.converged(observation, specs, leftovers=True):
+            # Serving as wanted; what remains (servers past their warm window, replicas a killed
+            # run left behind) gets no traffic at this generation: stop it, change nothing else.
+            self.remove_leftovers(observation, specs)
+            Endpoint.objects.filter(pk=self.endpoint.pk).update(last_reconciled_at=timezone.now())
+            return "converged"
         self.set_status(EndpointStatus.PROGRESSING)
         self.event(f"Reconciling release {self.release.number}.")
         for spec in specs:
             server = observation.server(spec.key)
-            if server is not None and server.alive:
+            if not needs_start(server, spec):
                 continue
-            self.start_server(spec, restarted=server is not None)
+            self.start_server(spec, restarted=server is not None and not server.alive)
             _checkpoint("server-started")
         observation = self.wait_servers_ready(specs)
         _checkpoint("servers-ready")
@@ -320,16 +416,9 @@ class _Run:
             sticky=self.release.sticky,
         )
         self.event(f"Traffic switched: {_describe(routes)}.")
+        self.record_replicas(observation, specs)
         _checkpoint("routes-set")
-        wanted = {spec.key for spec in specs}
-        unwanted = [server for server in observation.servers if server.key not in wanted]
-        if unwanted:
-            # Requests that picked an old route just before the switch finish first.
-            time.sleep(drain_seconds())
-            self.require_current()
-            for server in unwanted:
-                self.driver.remove_server(server=server)
-                self.event(f"Stopped the server of {server.version}.")
+        self.remove_leftovers(observation, specs)
         _checkpoint("drained")
         now = timezone.now()
         self.set_status(
@@ -358,6 +447,25 @@ class _Run:
         _checkpoint("converged")
         return "converged"
 
+    def remove_leftovers(self, observation: Observation, specs: list[ServerSpec]) -> None:
+        """Stop the replicas and servers the gateway's table no longer names (after the drain
+        time), except those kept warm for a rollback."""
+        surplus, unwanted = self.leftovers(observation, specs)
+        if not surplus and not unwanted:
+            return
+        # Requests that picked an old route (or replica) just before the switch finish first;
+        # only then do the processes stop.
+        time.sleep(drain_seconds())
+        self.require_current()
+        for server, keep in surplus:
+            self.driver.remove_replicas(endpoint=self.endpoint, server=server, keep=keep)
+            noun = "replica" if keep == 1 else "replicas"
+            self.event(f"Scaled {server.version} down to {keep} {noun}.", version=server.version)
+        for server in unwanted:
+            self.driver.remove_server(server=server)
+            self.event(f"Stopped the server of {server.version}.")
+        self.record_replicas(self.driver.observe(endpoint=self.endpoint), specs)
+
     def start_server(self, spec: ServerSpec, *, restarted: bool) -> None:
         folder = self.driver.model_folder(spec=spec)
         if folder is not None:
@@ -368,7 +476,8 @@ class _Run:
         self.require_current()
         self.driver.ensure_server(endpoint=self.endpoint, spec=spec)
         verb = "Restarted" if restarted else "Started"
-        self.event(f"{verb} a server for {spec.version}.", version=spec.version)
+        count = f" ({spec.replicas} replicas)" if spec.replicas > 1 else ""
+        self.event(f"{verb} a server for {spec.version}{count}.", version=spec.version)
 
     def wait_servers_ready(self, specs: list[ServerSpec]) -> Observation:
         deadline = time.monotonic() + ready_timeout_seconds()
@@ -378,10 +487,11 @@ class _Run:
             waiting = []
             for spec in specs:
                 server = observation.server(spec.key)
-                if server is not None and server.ready:
+                # Traffic moves only once every wanted replica of every version answers.
+                if replicas_serve(server, spec.replicas):
                     continue
                 waiting.append(spec)
-                if server is None or not server.alive:
+                if is_down(server, spec):
                     if restarts.get(spec.key, 0) >= 1:
                         detail = server.detail if server is not None else ""
                         raise DriverError(
@@ -437,7 +547,9 @@ class _Run:
             self.driver.remove_server(server=server)
             self.event(f"Stopped the server of {server.version}.")
         _checkpoint("drained")
-        self.set_status(EndpointStatus.STOPPED, url="", last_reconciled_at=timezone.now())
+        self.set_status(
+            EndpointStatus.STOPPED, url="", last_reconciled_at=timezone.now(), replica_status={}
+        )
         Release.objects.filter(pk=self.release.pk, live_at__isnull=True).update(
             live_at=timezone.now()
         )
@@ -462,6 +574,65 @@ class _Run:
         except Stale:
             return
         self.event(message, level=EventLevel.ERROR)
+
+
+def variant_replicas(variant: dict) -> int:
+    """How many replicas a release variant asks for (autoscale: its minimum)."""
+    autoscale = variant.get("autoscale")
+    if autoscale:
+        return max(1, int(autoscale["min"]))
+    return max(1, int(variant.get("replicas") or 1))
+
+
+def _wanted(server: ServerState, replicas: int) -> list:
+    return [replica for replica in server.instances if replica.index < replicas]
+
+
+def replicas_serve(server: ServerState | None, replicas: int) -> bool:
+    """Whether every wanted replica of a version runs and answers."""
+    if server is None:
+        return False
+    if not server.instances:  # the platform keeps the count (kubernetes)
+        return server.alive and server.ready and server.ready_replicas >= server.desired_replicas
+    wanted = _wanted(server, replicas)
+    return len(wanted) == replicas and all(r.alive and r.ready for r in wanted)
+
+
+def ready_replicas(server: ServerState | None, replicas: int) -> int:
+    """How many of the wanted replicas answer."""
+    if server is None:
+        return 0
+    if not server.instances:
+        return server.ready_replicas if server.ready else 0
+    return sum(1 for replica in _wanted(server, replicas) if replica.ready)
+
+
+def needs_start(server: ServerState | None, spec: ServerSpec) -> bool:
+    """Whether `ensure_server` has something to do: a missing or dead server or replica, or a
+    replica count the platform was not told yet."""
+    if server is None or not server.alive:
+        return True
+    if not server.instances:
+        return spec.autoscale is None and server.desired_replicas != spec.replicas
+    wanted = _wanted(server, spec.replicas)
+    return len(wanted) < spec.replicas or not all(replica.alive for replica in wanted)
+
+
+def is_down(server: ServerState | None, spec: ServerSpec) -> bool:
+    """Whether the server, or one of its wanted replicas, is missing or has exited."""
+    if server is None or not server.alive:
+        return True
+    wanted = _wanted(server, spec.replicas)
+    return bool(server.instances) and (
+        len(wanted) < spec.replicas or not all(replica.alive for replica in wanted)
+    )
+
+
+def serving_upstreams(server: ServerState, replicas: int) -> tuple[str, ...]:
+    """The base URLs the gateway balances the version's share across."""
+    if not server.instances:
+        return server.upstreams or (server.upstream,)
+    return tuple(replica.upstream for replica in _wanted(server, replicas))
 
 
 def _describe(routes: list[Route]) -> str:

@@ -149,3 +149,42 @@ def endpoint_ids_to_reconcile(*, failed_retry_before: datetime) -> list[int]:
         status=EndpointStatus.FAILED, last_reconciled_at__gt=failed_retry_before
     )
     return list(endpoints.values_list("pk", flat=True))
+
+
+def endpoint_replicas(*, endpoint: Endpoint) -> list[dict]:
+    """Replicas per version of an endpoint: the desired release's versions (ready as of the
+    last reconcile / desired by the release) and the versions kept warm for a rollback."""
+    from django.utils import timezone
+
+    from deployments.reconciler import variant_replicas, warm_window
+
+    release = endpoint.desired_release
+    observed = endpoint.replica_status or {}
+    rows = []
+    for variant in release.variants if release is not None else []:
+        status = observed.get(str(variant["version_id"]), {})
+        rows.append(
+            {
+                "version": variant["version"],
+                "role": variant["role"],
+                "ready": status.get("ready", 0),
+                "desired": variant_replicas(variant),
+                "autoscale": variant.get("autoscale"),
+                "warm_until": None,
+            }
+        )
+    warm_versions, until = warm_window(endpoint)
+    if until is not None and until > timezone.now():
+        for key, status in observed.items():
+            if int(key) in warm_versions:
+                rows.append(
+                    {
+                        "version": status.get("version", ""),
+                        "role": "warm",
+                        "ready": status.get("ready", 0),
+                        "desired": status.get("desired", 1),
+                        "autoscale": None,
+                        "warm_until": until,
+                    }
+                )
+    return rows

@@ -13,6 +13,7 @@ urlpatterns = [
     path("endpoints/<slug:name>/promote/", views.endpoint_promote, name="endpoint-promote"),
     path("endpoints/<slug:name>/rollback/", views.endpoint_rollback, name="endpoint-rollback"),
     path("endpoints/<slug:name>/stop/", views.endpoint_stop, name="endpoint-stop"),
+    path("endpoints/<slug:name>/scale/", views.endpoint_scale, name="endpoint-scale"),
     path("targets/", views.target_list, name="target-list"),
     path("builds/<int:build_id>/", views.build_detail, name="build-detail"),
     path("fleet/", views.fleet_list, name="fleet-list"),

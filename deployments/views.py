@@ -17,6 +17,7 @@ from deployments.forms import (
     DeployForm,
     EndpointCreateForm,
     RollbackForm,
+    ScaleForm,
     TargetCreateForm,
     TrafficForm,
 )
@@ -89,6 +90,7 @@ def endpoint_detail(request, name: str):
             v["role"] == "candidate" for v in (release.variants if release else [])
         ),
         "is_stopped": release is not None and release.is_stop,
+        **_scale_context(endpoint),
     }
     if not request.htmx:
         from monitoring.feedback import feedback_summary  # monitoring's models refer to ours
@@ -180,6 +182,71 @@ def endpoint_stop(request, name: str):
         name,
         lambda actor, endpoint: services.endpoint_stop(actor=actor, endpoint=endpoint),
     )
+
+
+def _scale_context(endpoint) -> dict:
+    """What the scale partial shows: ready / desired replicas per version, the warm window
+    and whether rolling back is a route switch or must start servers."""
+    from django.utils import timezone
+
+    replicas = selectors.endpoint_replicas(endpoint=endpoint)
+    warm = [row for row in replicas if row["warm_until"] is not None]
+    until = warm[0]["warm_until"] if warm else None
+    warm_left = int((until - timezone.now()).total_seconds()) if until is not None else 0
+    target = services.rollback_default(endpoint)
+    running = {row["version"] for row in replicas}
+    switch = target is not None and all(v["version"] in running for v in target.variants)
+    kind = endpoint.target.kind
+    return {
+        "scale": {
+            "rows": [row for row in replicas if row["warm_until"] is None],
+            "scalable": kind in services.SCALABLE_KINDS,
+            "autoscaling": kind in services.AUTOSCALING_KINDS,
+            "kind": endpoint.target.get_kind_display(),
+            "warm": warm,
+            "warm_seconds_left": max(0, warm_left),
+            "rollback_target": target,
+            "rollback_is_switch": switch and warm_left > 0,
+        }
+    }
+
+
+@login_required
+@require_POST
+def endpoint_scale(request, name: str):
+    """Scale one version of the current release; scaling down asks to confirm first."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    form = ScaleForm(request.POST)
+    notice = {}
+    if not form.is_valid():
+        notice["error"] = _form_errors(form)
+    else:
+        version, replicas = form.cleaned_data["version"], form.cleaned_data["replicas"]
+        variants = endpoint.desired_release.variants if endpoint.desired_release else []
+        current = next((v for v in variants if v["version"] == version), None)
+        from deployments.reconciler import variant_replicas
+
+        before = variant_replicas(current) if current is not None else 0
+        if replicas < before and not form.cleaned_data["confirmed"]:
+            notice["confirm"] = {"version": version, "before": before, "replicas": replicas}
+        else:
+            try:
+                release = services.endpoint_scale(
+                    actor=actor, endpoint=endpoint, version=version, replicas=replicas
+                )
+            except ApplicationError as error:
+                notice["error"] = error.message
+            else:
+                notice["success"] = f"Release {release.number} written: {version} on {replicas}."
+                endpoint.refresh_from_db()
+    if not request.htmx and "confirm" not in notice:
+        level = messages.error if "error" in notice else messages.success
+        level(request, notice.get("error") or notice["success"])
+        return redirect("deployments:endpoint-detail", endpoint.name)
+    context = {"endpoint": endpoint, "notice": notice, **_scale_context(endpoint)}
+    template = "deployments/_endpoint_scale.html" if request.htmx else "deployments/scale.html"
+    return render(request, template, context)
 
 
 @login_required

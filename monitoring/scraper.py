@@ -71,11 +71,13 @@ def targets_for(observation: Observation) -> list[ScrapeTarget]:
         base = (gateway.admin_url or gateway.url).rstrip("/")
         targets.append(ScrapeTarget("gateway", Component.GATEWAY, base))
     for server in observation.servers:
-        # Drivers whose upstream is not reachable from the worker may offer a `metrics_url`.
-        base = (getattr(server, "metrics_url", "") or server.upstream).rstrip("/")
-        if base:
-            key = f"server:v{server.version_id}:{base}"
-            targets.append(ScrapeTarget(key, Component.SERVER, base, server.version_id))
+        # Every replica of the version counts its own requests; drivers whose upstream is not
+        # reachable from the worker may offer a `metrics_url`.
+        for replica in getattr(server, "instances", ()) or (server,):
+            base = (getattr(replica, "metrics_url", "") or replica.upstream).rstrip("/")
+            if base:
+                key = f"server:v{server.version_id}:{base}"
+                targets.append(ScrapeTarget(key, Component.SERVER, base, server.version_id))
     return targets
 
 

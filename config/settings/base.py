@@ -399,3 +399,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# --- scaling and rollback (scale) ---
+# After a release replaces versions, their servers keep running this long so that a rollback
+# is a gateway route switch with no server start (like Argo Rollouts' scaleDownDelaySeconds);
+# 0 stops them once traffic moved away.
+DEPLOYMENTS_WARM_SECONDS = env_float("DEPLOYMENTS_WARM_SECONDS", 300.0)

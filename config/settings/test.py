@@ -22,3 +22,6 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":  # noqa: F405
     # One test database per run, so that runs sharing a server (developers, CI) never drop each
     # other's database; pytest-django still destroys it at the end of the run.
     DATABASES["default"]["TEST"] = {"NAME": f"test_modeldeck_{os.getpid()}"}  # noqa: F405
+# Old servers stop as soon as traffic moved away (fewer processes per test); the warm-window
+# tests open it themselves.
+DEPLOYMENTS_WARM_SECONDS = 0.0

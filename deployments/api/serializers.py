@@ -214,3 +214,51 @@ class BuildSerializer(serializers.ModelSerializer):
             "image", "digest", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class AutoscaleSerializer(serializers.Serializer):
+    """Bounds of an autoscaled version (Kubernetes targets: a HorizontalPodAutoscaler)."""
+
+    min = serializers.IntegerField(help_text="1-20")
+    max = serializers.IntegerField(help_text="min-20")
+    target_cpu_percent = serializers.IntegerField(help_text="1-100")
+
+
+class ScaleSerializer(serializers.Serializer):
+    """Input of POST /endpoints/{name}/scale/: `replicas` or `autoscale`, never both.
+
+    Numbers are checked by the service (1-20 replicas), so a bad one is answered with the same
+    readable sentence the page shows."""
+
+    version = serializers.CharField(max_length=200, help_text='"model:N" of the current release')
+    replicas = serializers.IntegerField(required=False, help_text="1-20")
+    autoscale = AutoscaleSerializer(required=False)
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ScaleAcceptedSerializer(serializers.Serializer):
+    """Answer of a scale: the new release and how the version will run."""
+
+    release = serializers.IntegerField()
+    version = serializers.CharField()
+    replicas = serializers.IntegerField(allow_null=True)
+    autoscale = AutoscaleSerializer(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """A refused request: a readable sentence and what it was about."""
+
+    error = serializers.CharField()
+    detail = serializers.JSONField()
+
+
+class ReplicaStatusSerializer(serializers.Serializer):
+    """Replicas of one version: ready as of the last reconcile, desired by the release; role
+    "warm" for a version kept running for a rollback until `warm_until`."""
+
+    version = serializers.CharField()
+    role = serializers.CharField()
+    ready = serializers.IntegerField()
+    desired = serializers.IntegerField()
+    autoscale = AutoscaleSerializer(allow_null=True)
+    warm_until = serializers.DateTimeField(allow_null=True)

@@ -156,6 +156,40 @@ class EndpointViewSet(
         )
         return _accepted(release)
 
+    @extend_schema(methods=["GET"], request=None, responses=api.ReplicaStatusSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        request=api.ScaleSerializer,
+        responses={202: api.ScaleAcceptedSerializer, 400: api.ErrorSerializer},
+    )
+    @action(detail=True, methods=["get", "post"])
+    def scale(self, request, name=None):
+        """GET: replicas per version (ready / desired). POST: run a version of the current
+        release on N replicas (local: processes, docker: containers, kubernetes: pods), or
+        autoscale it (kubernetes only); deployers only."""
+        endpoint = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.endpoint_replicas(endpoint=endpoint))
+            return self.get_paginated_response(api.ReplicaStatusSerializer(page, many=True).data)
+        data = self._input(api.ScaleSerializer)
+        autoscale = dict(data["autoscale"]) if "autoscale" in data else None
+        release = services.endpoint_scale(
+            actor=_actor(request),
+            endpoint=endpoint,
+            version=data["version"],
+            replicas=data.get("replicas"),
+            autoscale=autoscale,
+            note=data["note"],
+        )
+        variant = next(v for v in release.variants if v["version"] == data["version"].strip())
+        answer = {
+            "release": release.number,
+            "version": variant["version"],
+            "replicas": variant.get("replicas"),
+            "autoscale": variant.get("autoscale"),
+        }
+        return Response(api.ScaleAcceptedSerializer(answer).data, status=status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=api.NoteSerializer, responses={202: api.ReleaseAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request, name=None):

@@ -97,6 +97,21 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One process or container of a version server, as the driver observed it."""
+
+    # 0 .. replicas-1 while wanted; a scale-down removes the highest indexes (after the
+    # gateway stopped sending them requests).
+    index: int
+    handle: str
+    upstream: str
+    alive: bool
+    ready: bool
+    metrics_url: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ServerState:
     """A version server as the driver observed it."""
 
@@ -116,6 +131,9 @@ class ServerState:
     detail: str = ""
     # Base URL the *worker* scrapes /metrics from, when `upstream` is not reachable from it.
     metrics_url: str = ""
+    # Drivers that run each replica themselves (local, docker) list them, by replica index;
+    # drivers whose platform keeps the count (kubernetes) leave it empty.
+    instances: tuple[Replica, ...] = ()
 
     @property
     def key(self) -> str:
@@ -164,6 +182,9 @@ class Route:
     role: str
     # For a shadow: the percentage of requests mirrored to it (answers are discarded).
     mirror_percent: int = 0
+    # Every replica's base URL when the version runs more than one (`upstream` is the first);
+    # the gateway balances the route's share across them.
+    upstreams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +294,12 @@ class TargetDriver(abc.ABC):
     @abc.abstractmethod
     def remove_server(self, *, server: ServerState) -> None:
         """Stop a server gracefully (in-flight requests finish), then forcibly. Idempotent."""
+
+    def remove_replicas(self, *, endpoint: Endpoint, server: ServerState, keep: int) -> None:
+        """Stop the replicas of ``server`` whose index is ``keep`` or higher (a scale-down,
+        after the gateway switched away from them). Drivers that do not list ``instances``
+        scale in ``ensure_server`` and need nothing here."""
+        return None
 
     @abc.abstractmethod
     def remove_gateway(self, *, gateway: GatewayState) -> None:

@@ -38,6 +38,7 @@ from deployments.targets.base import (
     GatewayState,
     Observation,
     OwnedResource,
+    Replica,
     ResourceRole,
     Route,
     ServerSpec,
@@ -61,11 +62,15 @@ LOG_TAIL_LINES = 20
 GATEWAY_PORT_ATTEMPTS = 20
 LABEL_VERSION_REFERENCE = "modeldeck.version-ref"
 LABEL_BUILD = "modeldeck.build"
+# Which replica of its version a server container is (0 .. replicas-1).
+LABEL_REPLICA = "modeldeck.replica"
 
 ENDPOINT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 VERSION_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}:[0-9]{1,9}$")
 ROLES = {"primary", "candidate", "shadow"}
-RESOURCE_NAME = re.compile(r"^mdk-[0-9a-f]{16}-e[0-9]{1,18}(-(v[0-9]{1,18}|gateway))?$")
+RESOURCE_NAME = re.compile(
+    r"^mdk-[0-9a-f]{16}-e[0-9]{1,18}(-(v[0-9]{1,18}(-r[0-9]{1,2})?|gateway))?$"
+)
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 # Variables that would change what runs or who it trusts (loader, interpreter, our own settings).
 RESERVED_ENV_PREFIXES = ("MODELDECK_", "LD_", "PYTHON")
@@ -389,8 +394,9 @@ class DockerDriver(TargetDriver):
         name = f"mdk-{self.installation}-e{int(endpoint_id)}{suffix}"
         return _checked(RESOURCE_NAME, name, "resource name")
 
-    def _server_name(self, endpoint_id: int, version_id: int) -> str:
-        return self._name(endpoint_id, f"-v{int(version_id)}")
+    def _server_name(self, endpoint_id: int, version_id: int, replica: int = 0) -> str:
+        suffix = f"-r{int(replica)}" if replica else ""
+        return self._name(endpoint_id, f"-v{int(version_id)}{suffix}")
 
     def _gateway_name(self, endpoint_id: int) -> str:
         return self._name(endpoint_id, "-gateway")
@@ -439,7 +445,7 @@ class DockerDriver(TargetDriver):
         except docker_errors():
             return ""
 
-    def _server_state(self, container) -> ServerState:
+    def _replica(self, container) -> Replica:
         labels = container.attrs.get("Labels") or {}
         running = self._summary_running(container)
         port = self._summary_port(container, SERVER_PORT)
@@ -449,17 +455,40 @@ class DockerDriver(TargetDriver):
             and http_ready(f"http://{self.config.access_host}:{port}/v2/health/ready")
         )
         name = (container.attrs.get("Names") or ["/"])[0].lstrip("/")
+        return Replica(
+            index=_int_or_none(labels.get(LABEL_REPLICA)) or 0,
+            handle=container.id,
+            upstream=f"http://{name}:{SERVER_PORT}",
+            alive=running,
+            ready=ready,
+            metrics_url=f"http://{self.config.access_host}:{port}" if port else "",
+            detail="" if running else self._log_tail(container.id),
+        )
+
+    def _server_state(self, containers: list) -> ServerState:
+        """A version server made of its replica containers."""
+        pairs = sorted(
+            ((container, self._replica(container)) for container in containers),
+            key=lambda pair: pair[1].index,
+        )
+        labels = pairs[0][0].attrs.get("Labels") or {}
+        replicas = [replica for _, replica in pairs]
+        ready = [replica for replica in replicas if replica.ready]
         return ServerState(
             endpoint_id=int(labels.get(LABEL_ENDPOINT, 0)),
             version_id=int(labels.get(LABEL_VERSION, 0)),
             version=labels.get(LABEL_VERSION_REFERENCE, ""),
             release_number=int(labels.get(LABEL_RELEASE, 0) or 0),
-            handle=container.id,
-            upstream=f"http://{name}:{SERVER_PORT}",
-            alive=running,
-            ready=ready,
-            detail="" if running else self._log_tail(container.id),
-            metrics_url=f"http://{self.config.access_host}:{port}" if port else "",
+            handle=replicas[0].handle,
+            upstream=replicas[0].upstream,
+            alive=any(replica.alive for replica in replicas),
+            ready=len(ready) == len(replicas),
+            ready_replicas=len(ready),
+            desired_replicas=len(replicas),
+            upstreams=tuple(replica.upstream for replica in ready),
+            detail=next((replica.detail for replica in replicas if replica.detail), ""),
+            metrics_url=replicas[0].metrics_url,
+            instances=tuple(replicas),
         )
 
     def _gateway_state(self, container, token: str) -> GatewayState:
@@ -480,13 +509,16 @@ class DockerDriver(TargetDriver):
         )
 
     def observe(self, *, endpoint) -> Observation:
-        servers, gateway = [], None
+        by_version: dict[str, list] = {}
+        gateway = None
         for container in self._containers(endpoint.pk):
-            role = (container.attrs.get("Labels") or {}).get(LABEL_ROLE)
+            labels = container.attrs.get("Labels") or {}
+            role = labels.get(LABEL_ROLE)
             if role == ResourceRole.GATEWAY:
                 gateway = self._gateway_state(container, endpoint.gateway_token)
             elif role == ResourceRole.SERVER:
-                servers.append(self._server_state(container))
+                by_version.setdefault(labels.get(LABEL_VERSION, ""), []).append(container)
+        servers = [self._server_state(containers) for containers in by_version.values()]
         return Observation(servers=servers, gateway=gateway)
 
     # --- starting ---
@@ -597,18 +629,37 @@ class DockerDriver(TargetDriver):
         return {**self.config.env, **(extra or {})}
 
     def ensure_server(self, *, endpoint, spec: ServerSpec) -> ServerState:
+        """Make replica containers 0 .. spec.replicas-1 run; replicas above are left to
+        `remove_replicas`, which the reconciler calls once the gateway no longer uses them."""
         endpoint_name = _checked(ENDPOINT_NAME, endpoint.name, "endpoint name")
         version = _checked(VERSION_REFERENCE, spec.version, "version")
         role = spec.role if spec.role in ROLES else None
         if role is None:
             raise DriverError(f"Refusing to start a container: role {spec.role[:20]!r} is unknown.")
-        name = self._server_name(endpoint.pk, spec.version_id)
-        existing = self._get(name)
-        if existing is not None:
-            if existing.status == "running":
-                return self._server_state(self._summary(existing))
-            self._remove_container(existing, grace=0)
-        build, image = self._image_for(version_id=spec.version_id)
+        containers = []
+        image = None
+        for index in range(max(1, spec.replicas)):
+            name = self._server_name(endpoint.pk, spec.version_id, index)
+            existing = self._get(name)
+            if existing is not None:
+                if existing.status == "running":
+                    containers.append(self._summary(existing))
+                    continue
+                self._remove_container(existing, grace=0)
+            if image is None:
+                image = self._image_for(version_id=spec.version_id)
+            container = self._start_server(
+                endpoint, spec, name=name, index=index, image=image,
+                endpoint_name=endpoint_name, version=version, role=role,
+            )  # fmt: skip
+            containers.append(self._summary(container))
+        return self._server_state(containers)
+
+    def _start_server(
+        self, endpoint, spec: ServerSpec, *, name: str, index: int, image, endpoint_name: str,
+        version: str, role: str,
+    ):  # fmt: skip
+        build, image = image
         labels = {
             **labels_for(
                 installation=self.installation, target_id=self.target.pk,
@@ -617,6 +668,7 @@ class DockerDriver(TargetDriver):
             ),
             LABEL_VERSION_REFERENCE: version,
             LABEL_BUILD: str(int(build.pk)),
+            LABEL_REPLICA: str(int(index)),
         }  # fmt: skip
         command = [
             "modeldeck-serve",
@@ -630,13 +682,12 @@ class DockerDriver(TargetDriver):
             "--port", str(SERVER_PORT),
             "--drain-seconds", str(STOP_GRACE_SECONDS - 2),
         ]  # fmt: skip
-        container = self._start(
+        return self._start(
             name=name, image=image, command=command, labels=labels,
             network=self._network(endpoint), memory=self.config.mem_limit,
             ports={f"{SERVER_PORT}/tcp": (self.config.publish_host, None)},
             environment=self._environment(),
         )  # fmt: skip
-        return self._server_state(self._summary(container))
 
     def _summary(self, container):
         """The container as the list API describes it (what the state builders read)."""
@@ -799,7 +850,14 @@ class DockerDriver(TargetDriver):
             self._cleanup_endpoint(endpoint_id, gateway_removed=gateway)
 
     def remove_server(self, *, server: ServerState) -> None:
-        self._remove_handle(server.handle, gateway=False)
+        handles = [replica.handle for replica in sorted(server.instances, key=lambda r: -r.index)]
+        for handle in handles or [server.handle]:
+            self._remove_handle(handle, gateway=False)
+
+    def remove_replicas(self, *, endpoint, server: ServerState, keep: int) -> None:
+        surplus = [replica for replica in server.instances if replica.index >= keep]
+        for replica in sorted(surplus, key=lambda replica: -replica.index):
+            self._remove_handle(replica.handle, gateway=False)
 
     def remove_gateway(self, *, gateway: GatewayState) -> None:
         self._remove_handle(gateway.handle, gateway=True)

@@ -21,16 +21,20 @@ def route_table_document(
     """The body of `PUT /-/routes` for these routes."""
     entries = []
     for route in routes:
-        entry = {
-            "version": route.version,
-            "upstream": route.upstream,
-            "weight": route.weight,
-            "role": route.role,
-        }
+        entry = {"version": route.version, **_upstream_entry(route)}
+        entry.update(weight=route.weight, role=route.role)
         if route.role == "shadow":
             entry["mirror_percent"] = route.mirror_percent
         entries.append(entry)
     return {"generation": generation, "sticky": sticky or None, "routes": entries}
+
+
+def _upstream_entry(route: Route) -> dict:
+    """One replica as "upstream" (which gateways of any runtime version read), several as
+    "upstreams"."""
+    if len(route.upstreams) > 1:
+        return {"upstreams": list(route.upstreams)}
+    return {"upstream": route.upstreams[0] if route.upstreams else route.upstream}
 
 
 def gateway_put_routes(

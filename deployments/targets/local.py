@@ -36,6 +36,7 @@ from deployments.targets.base import (
     GatewayState,
     Observation,
     OwnedResource,
+    Replica,
     ResourceRole,
     Route,
     ServerSpec,
@@ -224,23 +225,24 @@ class LocalDriver(TargetDriver):
     def _log_path(self, endpoint_id: int, key: str) -> Path:
         return self.endpoint_folder(endpoint_id) / f"{key}.log"
 
-    def _server_state(self, row: LocalProcess, pid: int | None, endpoint_name: str) -> ServerState:
+    def _replica(self, row: LocalProcess, pid: int | None, endpoint_name: str) -> Replica:
         url = f"http://{LISTEN_HOST}:{row.port}"
         # Ready means *this* endpoint's version answers there: a foreign server that took the
         # port (another installation, a leftover) answers 404 on this path, never 200.
         path = f"/v2/models/{quote(endpoint_name)}/versions/{quote(row.version, safe=':')}/ready"
         ready = pid is not None and http_ready(url + path)
-        return ServerState(
-            endpoint_id=row.endpoint_id,
-            version_id=row.version_id or 0,
-            version=row.version,
-            release_number=row.release_number or 0,
+        return Replica(
+            index=replica_index(row.key),
             handle=str(row.pk),
             upstream=url,
             alive=pid is not None,
             ready=ready,
             detail="" if pid is not None else self._log_tail(row),
         )
+
+    def _server_state(self, row: LocalProcess, pid: int | None, endpoint_name: str) -> ServerState:
+        """One replica's process as a server (used where a single process is probed)."""
+        return server_state(row, [self._replica(row, pid, endpoint_name)])
 
     def _gateway_state(self, row: LocalProcess, pid: int | None, token: str) -> GatewayState:
         url = f"http://{LISTEN_HOST}:{row.port}"
@@ -257,14 +259,19 @@ class LocalDriver(TargetDriver):
         )
 
     def observe(self, *, endpoint: Endpoint) -> Observation:
-        servers = []
+        replicas: dict[int, list[tuple[LocalProcess, Replica]]] = {}
         gateway = None
         for row in self._rows().filter(endpoint_id=endpoint.pk):
             pid = self._locate(row)
             if row.role == LocalProcessRole.GATEWAY:
                 gateway = self._gateway_state(row, pid, endpoint.gateway_token)
             else:
-                servers.append(self._server_state(row, pid, endpoint.name))
+                replica = self._replica(row, pid, endpoint.name)
+                replicas.setdefault(row.version_id or 0, []).append((row, replica))
+        servers = []
+        for found in replicas.values():
+            found.sort(key=lambda pair: pair[1].index)
+            servers.append(server_state(found[0][0], [replica for _, replica in found]))
         return Observation(servers=servers, gateway=gateway)
 
     # --- starting ---
@@ -368,9 +375,20 @@ class LocalDriver(TargetDriver):
         return environment
 
     def ensure_server(self, *, endpoint: Endpoint, spec: ServerSpec) -> ServerState:
+        """Make replicas 0 .. spec.replicas-1 run (one process each); replicas above are left
+        to `remove_replicas`, which the reconciler calls once the gateway no longer uses them."""
+        rows, found = [], []
+        for index in range(max(1, spec.replicas)):
+            row, pid = self._ensure_replica(endpoint=endpoint, spec=spec, index=index)
+            rows.append(row)
+            found.append(self._replica(row, pid, endpoint.name))
+        return server_state(rows[0], found)
+
+    def _ensure_replica(self, *, endpoint: Endpoint, spec: ServerSpec, index: int):
         row = self._reserve(
-            endpoint=endpoint, key=spec.key, role=LocalProcessRole.SERVER, spec=spec
-        )
+            endpoint=endpoint, key=replica_key(spec.key, index), role=LocalProcessRole.SERVER,
+            spec=spec,
+        )  # fmt: skip
         pid = self._locate(row)
         if pid is None:
             folder = self.model_folder(spec=spec)
@@ -390,8 +408,7 @@ class LocalDriver(TargetDriver):
                 "--drain-seconds", str(int(STOP_GRACE_SECONDS) - 2),
             ]  # fmt: skip
             pid = self._spawn(row, arguments, self._environment(endpoint, row))
-            return self._server_state(row, pid, endpoint.name)
-        return self._server_state(row, pid, endpoint.name)
+        return row, pid
 
     def ensure_gateway(self, *, endpoint: Endpoint) -> GatewayState:
         row = self._reserve(
@@ -452,8 +469,21 @@ class LocalDriver(TargetDriver):
 
     def remove_server(self, *, server: ServerState) -> None:
         row = self._rows().filter(pk=int(server.handle)).first()
-        if row is not None:
-            self._stop(row)
+        if row is None:
+            return
+        # Every replica of the version; the first one last, since it owns the model folder.
+        rows = self._rows().filter(
+            endpoint_id=row.endpoint_id, version_id=row.version_id, role=LocalProcessRole.SERVER
+        )
+        for replica in sorted(rows, key=lambda other: -replica_index(other.key)):
+            self._stop(replica)
+
+    def remove_replicas(self, *, endpoint: Endpoint, server: ServerState, keep: int) -> None:
+        surplus = [replica for replica in server.instances if replica.index >= keep]
+        for replica in sorted(surplus, key=lambda replica: -replica.index):
+            row = self._rows().filter(pk=int(replica.handle)).first()
+            if row is not None:
+                self._stop(row)
 
     def remove_gateway(self, *, gateway: GatewayState) -> None:
         row = self._rows().filter(pk=int(gateway.handle)).first()
@@ -503,6 +533,37 @@ class LocalDriver(TargetDriver):
         elif kind == "pid":
             pid_text, _, marker = rest.partition(":")
             stop_process(int(pid_text), marker)
+
+
+def replica_key(key: str, index: int) -> str:
+    """The LocalProcess key of one replica: the server key for the first, "v12-r2" after."""
+    return key if index == 0 else f"{key}-r{index}"
+
+
+def replica_index(key: str) -> int:
+    """The replica index a LocalProcess key names (0 for the plain server key)."""
+    _, marker, number = key.rpartition("-r")
+    return int(number) if marker and number.isdigit() else 0
+
+
+def server_state(first: LocalProcess, replicas: list[Replica]) -> ServerState:
+    """A version server made of its replicas (sorted by index), named by the first one's row."""
+    ready = [replica for replica in replicas if replica.ready]
+    return ServerState(
+        endpoint_id=first.endpoint_id,
+        version_id=first.version_id or 0,
+        version=first.version,
+        release_number=first.release_number or 0,
+        handle=str(first.pk),
+        upstream=replicas[0].upstream,
+        alive=any(replica.alive for replica in replicas),
+        ready=len(ready) == len(replicas),
+        ready_replicas=len(ready),
+        desired_replicas=len(replicas),
+        upstreams=tuple(replica.upstream for replica in ready),
+        detail=next((replica.detail for replica in replicas if replica.detail), ""),
+        instances=tuple(replicas),
+    )
 
 
 def stop_process(pid: int, marker: str) -> None:

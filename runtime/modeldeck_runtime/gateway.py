@@ -189,7 +189,7 @@ class Gateway:
                 status, body = 200, b'{"live":true}'
             elif path == "/metrics":
                 response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
-                status, body = 200, self.metrics.render()
+                status, body = 200, self.metrics.render() + self._replica_metrics()
             else:
                 raise RequestError(f"no route for {path}", 404)
         except RequestError as error:
@@ -211,8 +211,8 @@ class Gateway:
 
     async def _upstream_ready(self, route: Route) -> bool:
         try:
-            response = await self.client.request(
-                route.upstream, "GET", b"/v2/health/ready", [], b"", READY_TIMEOUT_SECONDS
+            response = await self.client.request_any(
+                route.upstreams, "GET", b"/v2/health/ready", [], b"", READY_TIMEOUT_SECONDS
             )
         except (TimeoutError, OSError):
             return False
@@ -246,8 +246,25 @@ class Gateway:
                 raise RequestError(f"could not save the route table: {error}", 500) from None
         # One reference swap: requests that already picked a route keep it.
         self.table = table
+        self._forget_unrouted(table)
         logger.info("route table generation %d is live", table.generation)
         return 200, orjson.dumps(table.document())
+
+    def _forget_unrouted(self, table: RouteTable) -> None:
+        """Drop idle connections to replicas the new table no longer routes to."""
+        self.client.forget({upstream for route in table.routes for upstream in route.upstreams})
+
+    def _replica_metrics(self) -> bytes:
+        """How many replicas each routed version is balanced across (a gauge)."""
+        name = "modeldeck_gateway_route_replicas"
+        lines = [f"# HELP {name} Replicas the gateway balances a version's share across.",
+                 f"# TYPE {name} gauge"]  # fmt: skip
+        for route in self.table.routes:
+            version = route.version.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(
+                f'{name}{{version="{version}",role="{route.role}"}} {len(route.upstreams)}'
+            )
+        return ("\n".join(lines) + "\n").encode()
 
     def _pick(self, table: RouteTable, headers: Headers) -> Route:
         pinned = header(headers, b"x-model-version")
@@ -321,8 +338,8 @@ class Gateway:
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]
             try:
-                response = await self.client.request(
-                    route.upstream, method, target, forward, body, self.settings.upstream_timeout
+                response = await self.client.request_any(
+                    route.upstreams, method, target, forward, body, self.settings.upstream_timeout
                 )
             except TimeoutError:
                 status = 504
@@ -413,8 +430,8 @@ class Gateway:
         started = perf_counter()
         response = None
         try:
-            response = await self.client.request(
-                shadow.upstream, "POST", target, headers, body, self.settings.shadow_timeout
+            response = await self.client.request_any(
+                shadow.upstreams, "POST", target, headers, body, self.settings.shadow_timeout
             )
             status = response.status
         except TimeoutError:

@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROLES = ("primary", "candidate", "shadow")
+# Replicas one route may balance across.
+MAX_UPSTREAMS = 20
 _HASH_SCALE = float(1 << 64)
 
 
@@ -26,15 +28,21 @@ class Route:
     weight: float
     role: str
     mirror_percent: float
+    # Every replica of the version (`upstream` is the first); one element when it runs one.
+    upstreams: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.upstreams:
+            object.__setattr__(self, "upstreams", (self.upstream,))
 
     def document(self) -> dict[str, Any]:
         """The JSON form of this route."""
-        entry: dict[str, Any] = {
-            "version": self.version,
-            "upstream": self.upstream,
-            "weight": self.weight,
-            "role": self.role,
-        }
+        entry: dict[str, Any] = {"version": self.version}
+        if len(self.upstreams) > 1:
+            entry["upstreams"] = list(self.upstreams)
+        else:
+            entry["upstream"] = self.upstream
+        entry.update(weight=self.weight, role=self.role)
         if self.role == "shadow":
             entry["mirror_percent"] = self.mirror_percent
         return entry
@@ -127,7 +135,39 @@ def _route(entry: Any, position: int) -> Route:
         version = str(version)
     if not isinstance(version, str) or not version:
         raise TableError(f"route {position} must have a 'version'")
-    upstream = entry.get("upstream")
+    upstreams = _upstreams(entry, version)
+    role = entry.get("role", "primary")
+    if role not in ROLES:
+        raise TableError(f"role of version '{version}' must be one of {', '.join(ROLES)}")
+    weight = _number(entry.get("weight", 0), f"weight of version '{version}'", 0, 100)
+    mirror = entry.get("mirror_percent", 0)
+    if role != "shadow" and mirror:
+        raise TableError(f"only shadow routes take a mirror_percent (version '{version}')")
+    mirror = _number(mirror, f"mirror_percent of version '{version}'", 0, 100)
+    return Route(version, upstreams[0], weight, role, mirror, upstreams)
+
+
+def _upstreams(entry: dict, version: str) -> tuple[str, ...]:
+    """The route's replicas: "upstream" (one URL) or "upstreams" (1..20 distinct URLs)."""
+    if ("upstream" in entry) == ("upstreams" in entry):
+        raise TableError(
+            f"route of version '{version}' must have an 'upstream' URL or an 'upstreams' list"
+        )
+    if "upstream" in entry:
+        given = [entry["upstream"]]
+    else:
+        given = entry["upstreams"]
+        if not isinstance(given, list) or not 1 <= len(given) <= MAX_UPSTREAMS:
+            raise TableError(
+                f"'upstreams' of version '{version}' must be a list of 1 to {MAX_UPSTREAMS} URLs"
+            )
+    upstreams = tuple(_upstream(value, version) for value in given)
+    if len(set(upstreams)) != len(upstreams):
+        raise TableError(f"'upstreams' of version '{version}' lists a URL twice")
+    return upstreams
+
+
+def _upstream(upstream: Any, version: str) -> str:
     if not isinstance(upstream, str):
         raise TableError(f"route of version '{version}' must have an 'upstream' URL")
     try:
@@ -142,15 +182,7 @@ def _route(entry: Any, position: int) -> Route:
         )
     if parts.path not in ("", "/") or parts.query:
         raise TableError(f"upstream of version '{version}' must have no path or query")
-    role = entry.get("role", "primary")
-    if role not in ROLES:
-        raise TableError(f"role of version '{version}' must be one of {', '.join(ROLES)}")
-    weight = _number(entry.get("weight", 0), f"weight of version '{version}'", 0, 100)
-    mirror = entry.get("mirror_percent", 0)
-    if role != "shadow" and mirror:
-        raise TableError(f"only shadow routes take a mirror_percent (version '{version}')")
-    mirror = _number(mirror, f"mirror_percent of version '{version}'", 0, 100)
-    return Route(version, f"http://{parts.netloc}", weight, role, mirror)
+    return f"http://{parts.netloc}"
 
 
 def parse_table(document: Any) -> RouteTable:

@@ -142,6 +142,9 @@ class UpstreamClient:
 
     def __init__(self) -> None:
         self.pools: dict[str, UpstreamPool] = {}
+        # Requests sent and not yet answered, per upstream (the least-outstanding choice).
+        self.outstanding: dict[str, int] = {}
+        self.turn = 0
 
     async def request(
         self,
@@ -188,6 +191,51 @@ class UpstreamClient:
                 pool.release(connection)
                 return response
         raise AssertionError("unreachable")
+
+    def order(self, upstreams: tuple[str, ...]) -> list[str]:
+        """The replicas to try for one request: fewest outstanding requests first, ties taken
+        in turn (round-robin), so an idle set of replicas shares requests evenly and a slow
+        replica gets fewer."""
+        if len(upstreams) == 1:
+            return list(upstreams)
+        self.turn = (self.turn + 1) % len(upstreams)
+        rotated = upstreams[self.turn :] + upstreams[: self.turn]
+        return sorted(rotated, key=lambda upstream: self.outstanding.get(upstream, 0))
+
+    async def request_any(
+        self,
+        upstreams: tuple[str, ...],
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> UpstreamResponse:
+        """Send one request to one replica of a route; when a replica refuses the connection or
+        drops it unanswered (it is stopping, or crashed), the next one is tried within the same
+        timeout. Inference has no side effects, so a second attempt is safe."""
+        choices = self.order(upstreams)
+        async with asyncio.timeout(timeout):
+            for position, upstream in enumerate(choices):
+                self.outstanding[upstream] = self.outstanding.get(upstream, 0) + 1
+                try:
+                    return await self.request(upstream, method, target, headers, body, timeout)
+                except TimeoutError:
+                    raise
+                except OSError:
+                    if position == len(choices) - 1:
+                        raise
+                finally:
+                    self.outstanding[upstream] = self.outstanding.get(upstream, 1) - 1
+        raise AssertionError("unreachable")
+
+    def forget(self, keep: set[str]) -> None:
+        """Close the idle connections to upstreams no longer routed (a replica scaled away);
+        requests still in flight keep theirs."""
+        for upstream in [upstream for upstream in self.pools if upstream not in keep]:
+            self.pools.pop(upstream).close()
+            if not self.outstanding.get(upstream):
+                self.outstanding.pop(upstream, None)
 
     def close(self) -> None:
         """Close every pooled connection."""

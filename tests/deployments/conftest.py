@@ -131,6 +131,8 @@ def _kill_runtime_processes() -> list[int]:
 def runtime_processes(settings):
     """Fast drains for tests, and no process of ours outlives the test."""
     settings.DEPLOYMENTS_DRAIN_SECONDS = 0.5
+    # Old servers stop once traffic moved away, unless a test opens the warm window itself.
+    settings.DEPLOYMENTS_WARM_SECONDS = 0
     settings.DEPLOYMENTS_READY_TIMEOUT_SECONDS = 45
     _kill_runtime_processes()
     yield

@@ -107,6 +107,11 @@ def page_body(template: str, world: World) -> dict:
             "role_1": "candidate",
         },
         "/endpoints/{name}/rollback/": {"release": 1},
+        "/endpoints/{name}/scale/": {
+            "version": f"{world.model.name}:1",
+            "replicas": 2,
+            "confirmed": "on",
+        },
         "/targets/": {
             "team": world.team.name,
             "name": "new-target",
@@ -209,6 +214,10 @@ def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
             ]
         },
         ("POST", "/api/v1/endpoints/{name}/rollback/"): {"release": 1},
+        ("POST", "/api/v1/endpoints/{name}/scale/"): {
+            "version": f"{world.model.name}:1",
+            "replicas": 2,
+        },
         ("POST", "/api/v1/targets/{name}/enrollment-codes/"): {"labels": {"site": "b"}},
         ("POST", "/api/v1/targets/{name}/rollouts/"): {
             "version": f"{world.model.name}:1",
@@ -449,6 +458,7 @@ MINIMUM_ROLE = {
     ("POST", "/endpoints/{name}/promote/"): Role.SCIENTIST,
     ("POST", "/endpoints/{name}/rollback/"): Role.SCIENTIST,
     ("POST", "/endpoints/{name}/stop/"): Role.SCIENTIST,
+    ("POST", "/endpoints/{name}/scale/"): Role.DEPLOYER,
     ("POST", "/targets/"): Role.ADMIN,
     ("POST", "/endpoints/{name}/alerts/rules/"): Role.DEPLOYER,
     ("POST", "/endpoints/{name}/alerts/rules/{pk}/delete/"): Role.DEPLOYER,
@@ -474,6 +484,7 @@ MINIMUM_ROLE = {
     ("POST", "/api/v1/endpoints/{name}/promote/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/rollback/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/stop/"): Role.SCIENTIST,
+    ("POST", "/api/v1/endpoints/{name}/scale/"): Role.DEPLOYER,
     # Edge fleets (deployments/edge/services.py). The world's fleet is a production target, so
     # a rollout needs a deployer (a scientist may roll out on dev/staging fleets: see
     # test_a_scientist_may_roll_out_on_a_dev_fleet_only); codes, revoking, cancel and retry
