@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -13,12 +14,11 @@ from typing import Any
 import uvicorn
 
 from modeldeck_runtime.gateway import Gateway, GatewaySettings, load_initial_table
-from modeldeck_runtime.httpserver import HttpServer
+from modeldeck_runtime.httpserver import HttpServer, Limits
 from modeldeck_runtime.server import ServerSettings, VersionServer
 
-# Longer than the gateway's pool keep-alive, so the server never closes a connection the gateway
-# is about to reuse.
-KEEP_ALIVE_SECONDS = 75
+# mallopt's parameter number for the arena cap (glibc malloc.h)
+M_ARENA_MAX = -8
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -29,6 +29,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
     return value
 
 
@@ -48,6 +55,44 @@ def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
         type=_positive_int,
         default=int(_env("MODELDECK_DRAIN_SECONDS", 30)),
         help="on SIGTERM, how long to wait for in-flight requests",
+    )
+    defaults = Limits()
+    limits = parser.add_argument_group("HTTP limits (the built-in server)")
+    limits.add_argument(
+        "--max-request-line-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_REQUEST_LINE_BYTES", defaults.max_request_line_bytes)),
+        help="longest request target (414 beyond)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_HEADER_BYTES", defaults.max_header_bytes)),
+        help="largest total of request headers (431 beyond)",
+    )
+    limits.add_argument(
+        "--max-headers",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_HEADERS", defaults.max_headers)),
+        help="most request headers (431 beyond)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=float(_env("MODELDECK_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)),
+        help="seconds a client has to send a whole request head (408 after)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=float(_env("MODELDECK_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)),
+        help="seconds an idle keep-alive connection stays open",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_CONNECTIONS", defaults.max_connections)),
+        help="open connections at most (503 and closed beyond)",
     )
     parser.add_argument("--log-level", default=_env("MODELDECK_LOG_LEVEL", "warning"))
     parser.add_argument(
@@ -75,6 +120,18 @@ def serve_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=int(_env("MODELDECK_THREADS", 0)),
         help="onnxruntime intra-op threads (0: onnxruntime's default)",
+    )
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MEMORY_LIMIT_MB", 0)),
+        help="address-space limit of this server in MiB (RLIMIT_AS; 0: none)",
+    )
+    parser.add_argument(
+        "--max-output-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_OUTPUT_BYTES", 64 * 1024 * 1024)),
+        help="largest total size of one inference's outputs (507 beyond)",
     )
     _common(parser, 8080)
     return parser
@@ -124,7 +181,14 @@ def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server
             host=arguments.host,
             port=arguments.port,
             max_body_bytes=arguments.max_body_bytes,
-            keep_alive_seconds=KEEP_ALIVE_SECONDS,
+            limits=Limits(
+                max_request_line_bytes=arguments.max_request_line_bytes,
+                max_header_bytes=arguments.max_header_bytes,
+                max_headers=arguments.max_headers,
+                header_timeout=arguments.header_timeout,
+                idle_timeout=arguments.idle_timeout,
+                max_connections=arguments.max_connections,
+            ),
             drain_seconds=arguments.drain_seconds,
         )
     config = uvicorn.Config(
@@ -136,12 +200,35 @@ def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server
         lifespan="on",
         access_log=False,
         log_level=arguments.log_level,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=int(arguments.idle_timeout),
+        limit_concurrency=arguments.max_connections,
         timeout_graceful_shutdown=arguments.drain_seconds,
         server_header=False,
         date_header=False,
     )
     return uvicorn.Server(config)
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space (RLIMIT_AS) at megabytes MiB.
+
+    An allocation past the cap fails (MemoryError, or an onnxruntime allocation error) and the
+    request is answered 507, instead of the machine swapping or the OOM killer choosing a
+    victim. glibc reserves 64 MiB of address space per thread arena, so the arenas are capped
+    first or idle thread pools would use up the limit.
+    """
+    import resource
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +240,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     model_dir = Path(arguments.model_dir)
     if not (model_dir / "model.onnx").is_file():
         parser.error(f"{model_dir / 'model.onnx'} does not exist")
+    if arguments.memory_limit_mb:
+        try:
+            limit_memory(arguments.memory_limit_mb)
+        except (ValueError, OSError) as error:
+            parser.error(f"could not set the memory limit: {error}")
     settings = ServerSettings(
         model_dir=model_dir,
         model_name=arguments.model_name,
@@ -162,6 +254,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         max_rows=arguments.max_rows,
         max_body_bytes=arguments.max_body_bytes,
         threads=arguments.threads,
+        max_output_bytes=arguments.max_output_bytes,
     )
     app = VersionServer(settings)
     server = _run(app, arguments)

@@ -301,6 +301,8 @@ class ServingMetrics:
         self.variants: dict[tuple[str, str], VariantMetrics] = {}
         self.shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self.shadow_dropped = 0
+        # Set by a version server whose start-up smoke inference failed but which serves anyway.
+        self.smoke_warning: str | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -399,6 +401,14 @@ class _Collector:
         if self.metrics.component == "server":
             yield from (inference_duration, batch_rows, feature_value, feature_category)
             yield from (predictions, prediction_value)
+            smoke = GaugeMetricFamily(
+                "modeldeck_smoke_failed",
+                "1 when the start-up smoke inference failed and the server serves anyway.",
+                labels=BASE_LABELS,
+            )
+            for variant in variants:
+                smoke.add_metric(variant.labels, 0 if self.metrics.smoke_warning is None else 1)
+            yield smoke
         else:
             yield from self._shadow_families()
 

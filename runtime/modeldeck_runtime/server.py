@@ -23,6 +23,8 @@ from modeldeck_runtime.asgi import (
     Receive,
     Scope,
     Send,
+    compress_response,
+    decode_body,
     error_body,
     header,
     read_body,
@@ -31,7 +33,7 @@ from modeldeck_runtime.asgi import (
     run_lifespan,
 )
 from modeldeck_runtime.codec import (
-    JSON_OPTIONS,
+    NonFinite,
     RequestError,
     encode_infer_response,
     invocation_value,
@@ -47,8 +49,13 @@ from modeldeck_runtime.signature import (
     read_signature,
     smoke_inputs,
 )
+from modeldeck_runtime.versions import names_version, split_versioned_path
 
 logger = logging.getLogger("modeldeck.server")
+
+SMOKE_FILE = "smoke.json"
+SMOKE_MAX_ROWS = 8
+OUT_OF_MEMORY = "this inference needs more memory than this server may use; send fewer rows"
 
 # Small batches run on the event loop: a hop to a worker thread costs more than they do.
 INLINE_ELEMENTS = 16384
@@ -66,6 +73,8 @@ class ServerSettings:
     max_rows: int = 10000
     max_body_bytes: int = 32 * 1024 * 1024
     threads: int = 0
+    # An inference whose outputs add up to more is answered 507, not served.
+    max_output_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,18 +105,16 @@ class VersionServer:
         self.version_header = (b"x-model-version", settings.model_version.encode())
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
         model_path = f"/v2/models/{settings.model_name}"
-        version_path = f"{model_path}/versions/{settings.model_version}"
         self.routes: dict[str, tuple[str, str]] = {
             "/v2/health/live": ("GET", "live"),
             "/v2/health/ready": ("GET", "ready"),
             "/v2": ("GET", "server_metadata"),
             "/metrics": ("GET", "metrics"),
             "/invocations": ("POST", "invocations"),
+            model_path: ("GET", "model_metadata"),
+            f"{model_path}/ready": ("GET", "model_ready"),
+            f"{model_path}/infer": ("POST", "infer"),
         }
-        for prefix in (model_path, version_path):
-            self.routes[prefix] = ("GET", "model_metadata")
-            self.routes[f"{prefix}/ready"] = ("GET", "model_ready")
-            self.routes[f"{prefix}/infer"] = ("POST", "infer")
         self.server_metadata = orjson.dumps(
             {
                 "name": "modeldeck-runtime",
@@ -133,19 +140,52 @@ class VersionServer:
         )
         signature = read_signature(session)
         profile = load_profile(settings.model_dir / "reference.json")
-        session.run(None, smoke_inputs(signature))
+        smoke_warning = self._smoke(session, signature)
         configure_tracking(self.series, signature, profile)
-        metadata = orjson.dumps(
-            {
-                "name": settings.model_name,
-                "versions": [settings.model_version],
-                "platform": "onnxruntime",
-                "inputs": [spec.metadata() for spec in signature.inputs],
-                "outputs": [spec.metadata() for spec in signature.outputs],
-            }
-        )
+        document: dict[str, Any] = {
+            "name": settings.model_name,
+            "versions": [settings.model_version],
+            "platform": "onnxruntime",
+            "inputs": [spec.metadata() for spec in signature.inputs],
+            "outputs": [spec.metadata() for spec in signature.outputs],
+        }
+        if smoke_warning is not None:
+            document["parameters"] = {"smoke_warning": smoke_warning}
+        self.metrics.smoke_warning = smoke_warning
+        metadata = orjson.dumps(document)
         self.model = LoadedModel(session, signature, signature.output_names(), metadata)
         logger.info("model %s version %s is ready", settings.model_name, settings.model_version)
+
+    def _smoke(self, session: onnxruntime.InferenceSession, signature: Signature) -> str | None:
+        """Run the start-up smoke inference; the warning to show when a zeros smoke failed.
+
+        With `smoke.json` (a v2 request built from the version's reference rows), a failure
+        refuses the start: those are rows the model must answer. Without it, rows of zeros may
+        be out of the model's domain (a log of zero, a category that does not exist), so a
+        failure only warns once the model has loaded.
+        """
+        path = self.settings.model_dir / SMOKE_FILE
+        if path.is_file():
+            body = path.read_bytes()
+            if len(body) > self.settings.max_body_bytes:
+                raise ValueError(f"{SMOKE_FILE} is larger than the body limit")
+            try:
+                request = parse_infer_request(body, None)
+                feeds, _ = bind_request(signature, request, SMOKE_MAX_ROWS)
+            except RequestError as error:
+                raise ValueError(f"{SMOKE_FILE} is not a valid request: {error.message}") from None
+            try:
+                session.run(None, feeds)
+            except Exception as error:
+                raise ValueError(f"the smoke inference of {SMOKE_FILE} failed: {error}") from None
+            return None
+        try:
+            session.run(None, smoke_inputs(signature))
+        except Exception as error:
+            warning = f"the smoke inference with rows of zeros failed: {error}"[:500]
+            logger.warning("%s (serving anyway: the model loaded)", warning)
+            return warning
+        return None
 
     def _load_or_report(self) -> None:
         try:
@@ -179,43 +219,52 @@ class VersionServer:
             self.version_header,
         ]
         path = scope["path"]
-        route = self.routes.get(path.rstrip("/") or "/")
         try:
-            if route is None:
-                raise RequestError(self._not_found(path), 404)
+            route = self.routes.get(path.rstrip("/") or "/") or self._versioned_route(path)
             method, action = route
-            if scope["method"] != method:
+            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
+                response_headers.append(
+                    (b"allow", b"GET, HEAD" if method == "GET" else method.encode())
+                )
                 raise RequestError(f"method {scope['method']} is not allowed on {path}", 405)
             pinned = header(headers, b"x-model-version")
-            if (
-                pinned is not None
-                and pinned.decode(errors="replace") != self.settings.model_version
-            ):
-                raise RequestError(
-                    f"this server serves version '{self.settings.model_version}', "
-                    f"not '{pinned.decode(errors='replace')}'",
-                    404,
-                )
+            if pinned is not None:
+                self._check_version(pinned.decode(errors="replace").strip())
             if action in ("infer", "invocations"):
                 await self.infer(headers, receive, send, response_headers, action)
                 return
             status, body = self._answer_get(action, response_headers)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
+        body = compress_response(headers, body, response_headers)
         await respond(send, status, body, response_headers)
 
-    def _not_found(self, path: str) -> str:
+    def _versioned_route(self, path: str) -> tuple[str, str]:
+        """The route of `/v2/models/{m}/versions/{v}[/ready|/infer]`, or a 404 that says why."""
         name = self.settings.model_name
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            if parts[2] != name:
-                return f"unknown model '{parts[2]}'; this server serves '{name}'"
-            if len(parts) >= 5 and parts[3] == "versions":
-                return (
-                    f"model '{name}' has no version '{parts[4]}'; this server serves "
-                    f"version '{self.settings.model_version}'"
+        versioned = split_versioned_path(path)
+        if versioned is not None:
+            model, version, rest = versioned
+            if model == name:
+                self._check_version(version)
+                route = self.routes.get(
+                    f"/v2/models/{name}/{rest}" if rest else f"/v2/models/{name}"
                 )
-        return f"no route for {path}"
+                if route is not None:
+                    return route
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v2", "models"] and len(parts) >= 3 and parts[2] != name:
+            raise RequestError(f"unknown model '{parts[2]}'; this server serves '{name}'", 404)
+        raise RequestError(f"no route for {path}", 404)
+
+    def _check_version(self, requested: str) -> None:
+        served = self.settings.model_version
+        if not names_version(requested, served):
+            raise RequestError(
+                f"model '{self.settings.model_name}' has no version '{requested}'; "
+                f"versions that exist: {served}",
+                404,
+            )
 
     def _answer_get(self, action: str, response_headers: Headers) -> tuple[int, bytes]:
         if action == "live":
@@ -255,6 +304,7 @@ class VersionServer:
             logger.exception("inference failed")
             status, body = 500, error_body(f"inference failed: {error}")
         series.in_flight -= 1
+        body = compress_response(headers, body, response_headers)
         await respond(send, status, body, response_headers)
         series.record_request(status, perf_counter() - started)
 
@@ -265,7 +315,11 @@ class VersionServer:
         model = self.model
         if model is None:
             raise RequestError("the model is still loading", 503)
-        body = await read_body(headers, receive, settings.max_body_bytes)
+        body = decode_body(
+            headers,
+            await read_body(headers, receive, settings.max_body_bytes),
+            settings.max_body_bytes,
+        )
         if action == "infer":
             request = parse_infer_request(body, _header_length(headers))
             feeds, rows = bind_request(model.signature, request, settings.max_rows)
@@ -286,8 +340,11 @@ class VersionServer:
                     (b"inference-header-content-length", str(header_length).encode())
                 )
             return 200, answer
-        document = {"outputs": {name: invocation_value(outputs[name]) for name in wanted}}
-        return 200, orjson.dumps(document, option=JSON_OPTIONS)
+        nonfinite = NonFinite()
+        document = {
+            "outputs": {name: nonfinite.hold(invocation_value(outputs[name])) for name in wanted}
+        }
+        return 200, nonfinite.dumps(document)
 
     async def _run(
         self, model: LoadedModel, feeds: dict[str, np.ndarray], wanted: list[str], rows: int
@@ -298,20 +355,40 @@ class VersionServer:
             # the prediction output is always computed so that its metrics stay complete
             names.append(prediction.output)
         elements = sum(array.size for array in feeds.values())
-        if elements <= INLINE_ELEMENTS:
-            values, seconds = _timed_run(model.session, names, feeds)
-        else:
-            loop = asyncio.get_running_loop()
-            values, seconds = await loop.run_in_executor(
-                self.executor, _timed_run, model.session, names, feeds
-            )
+        try:
+            if elements <= INLINE_ELEMENTS:
+                values, seconds = _timed_run(model.session, names, feeds)
+            else:
+                loop = asyncio.get_running_loop()
+                values, seconds = await loop.run_in_executor(
+                    self.executor, _timed_run, model.session, names, feeds
+                )
+        except MemoryError:
+            raise RequestError(OUT_OF_MEMORY, 507) from None
+        except Exception as error:
+            if _is_allocation_failure(error):
+                raise RequestError(OUT_OF_MEMORY, 507) from None
+            raise
         outputs = dict(zip(names, values, strict=True))
+        size = sum(value.nbytes for value in values if isinstance(value, np.ndarray))
+        if size > self.settings.max_output_bytes:
+            raise RequestError(
+                f"the outputs of this inference take {size} bytes, more than the limit of "
+                f"{self.settings.max_output_bytes} bytes; send fewer rows",
+                507,
+            )
         try:
             self.series.record_batch(feeds, outputs, rows, seconds)
         except Exception:
             # metrics must never cost a caller their answer
             logger.exception("could not record the metrics of a batch")
         return outputs
+
+
+def _is_allocation_failure(error: Exception) -> bool:
+    """onnxruntime reports a failed allocation as a RuntimeException naming it."""
+    text = str(error).lower()
+    return "bad_alloc" in text or "failed to allocate" in text or "allocate memory" in text
 
 
 def _timed_run(

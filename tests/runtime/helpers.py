@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,22 @@ MLP_INPUTS = 100
 
 
 def free_port() -> int:
-    """A port that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port that nothing listens on right now, from LOCAL_TARGET_PORT_RANGE when it is set."""
+    span = os.environ.get("LOCAL_TARGET_PORT_RANGE", "")
+    if span:
+        low, _, high = span.partition("-")
+        candidates = list(range(int(low), int(high) + 1))
+        random.shuffle(candidates)
+    else:
+        candidates = [0]
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError(f"no free port in {span}")
 
 
 def request(
