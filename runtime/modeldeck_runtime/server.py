@@ -388,7 +388,15 @@ class VersionServer:
 def _is_allocation_failure(error: Exception) -> bool:
     """onnxruntime reports a failed allocation as a RuntimeException naming it."""
     text = str(error).lower()
-    return "bad_alloc" in text or "failed to allocate" in text or "allocate memory" in text
+    return any(
+        sign in text
+        for sign in (
+            "bad_alloc",
+            "failed to allocate",
+            "allocate memory",
+            "exceeds the supported maximum",
+        )
+    )
 
 
 def _timed_run(

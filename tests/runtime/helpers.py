@@ -252,3 +252,29 @@ def metric(
         if sample_name == name and labels.items() <= dict(sample_labels).items():
             total += value
     return total
+
+
+def median_health_seconds(url: str, count: int = 21) -> float:
+    """Median time of a GET /v2/health/live on a fresh connection (a baseline to compare with)."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        status, _, _ = request("GET", url + "/v2/health/live")
+        times.append(time.perf_counter() - started)
+        assert status == 200
+    return sorted(times)[count // 2]
+
+
+def stays_healthy(url: str, baseline: float, factor: float = 10.0) -> None:
+    """The server still answers health checks within factor x its own baseline latency."""
+    after = median_health_seconds(url)
+    assert after < baseline * factor, f"health checks slowed from {baseline:.5f}s to {after:.5f}s"
+
+
+def rss_megabytes(pid: int) -> float:
+    """Resident memory of a process."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
