@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +129,12 @@ def serve_parser() -> argparse.ArgumentParser:
         help="onnxruntime intra-op threads (0: onnxruntime's default)",
     )
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=int(_env("MODELDECK_WORKERS", 1)),
+        help="server processes sharing the port (SO_REUSEPORT); at most the cores it is given",
+    )
+    parser.add_argument(
         "--memory-limit-mb",
         type=_positive_int,
         default=int(_env("MODELDECK_MEMORY_LIMIT_MB", 0)),
@@ -171,7 +184,9 @@ def _loop() -> str:
     return "asyncio" if sys.platform == "win32" else "uvloop"
 
 
-def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server:
+def _run(
+    app: Any, arguments: argparse.Namespace, workers: Workers | None = None
+) -> HttpServer | uvicorn.Server:
     logging.basicConfig(
         level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -190,6 +205,8 @@ def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server
                 max_connections=arguments.max_connections,
             ),
             drain_seconds=arguments.drain_seconds,
+            reuse_port=workers is not None,
+            unix_path=workers.own_socket if workers is not None else None,
         )
     config = uvicorn.Config(
         app,
@@ -256,8 +273,17 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         threads=arguments.threads,
         max_output_bytes=arguments.max_output_bytes,
     )
+    workers = Workers.from_environment(arguments, argv) if arguments.workers > 1 else None
+    if workers is not None and arguments.http != "builtin":
+        parser.error("--workers needs the built-in HTTP server")
+    if workers is not None:
+        settings = dataclasses.replace(
+            settings,
+            sibling_sockets=workers.sibling_sockets,
+            load_before_listening=workers.index > 0,
+        )
     app = VersionServer(settings)
-    server = _run(app, arguments)
+    server = _run(app, arguments, workers)
 
     def stop(_: BaseException) -> None:
         if isinstance(server, HttpServer):
@@ -266,8 +292,94 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             server.should_exit = True
 
     app.on_load_failure = stop
-    status = server.run()
-    return 1 if app.load_error is not None else status or 0
+    if workers is not None and workers.index == 0:
+        workers.start_siblings(on_exit=stop)
+    try:
+        status = server.run()
+    finally:
+        if workers is not None:
+            workers.stop_siblings()
+    return 1 if app.load_error is not None or (workers and workers.failed) else status or 0
+
+
+class Workers:
+    """Several server processes of one version on one port (SO_REUSEPORT).
+
+    The first process (the one a target starts) starts the others with the same arguments and
+    stops them when it stops; if one of them exits on its own, the first stops too, so whatever
+    supervises the server restarts the whole version. Each worker also listens on a unix socket
+    in a private folder, where the worker a scrape reaches collects its siblings' metrics.
+    """
+
+    def __init__(self, count: int, index: int, folder: Path, argv: list[str]) -> None:
+        self.count = count
+        self.index = index
+        self.folder = folder
+        self.argv = argv
+        self.children: list[subprocess.Popen] = []
+        self.failed = False
+        self.stopping = False
+
+    @classmethod
+    def from_environment(cls, arguments: argparse.Namespace, argv: Sequence[str] | None) -> Workers:
+        """The first worker makes the folder; the others find it in their environment."""
+        index = int(os.environ.get("MODELDECK_WORKER_INDEX", "0"))
+        if index == 0:
+            folder = Path(tempfile.mkdtemp(prefix="modeldeck-workers-"))
+        else:
+            folder = Path(os.environ["MODELDECK_WORKER_DIR"])
+        return cls(arguments.workers, index, folder, list(sys.argv[1:] if argv is None else argv))
+
+    def socket_of(self, index: int) -> str:
+        return str(self.folder / f"worker-{index}.sock")
+
+    @property
+    def own_socket(self) -> str:
+        return self.socket_of(self.index)
+
+    @property
+    def sibling_sockets(self) -> tuple[str, ...]:
+        return tuple(self.socket_of(index) for index in range(self.count) if index != self.index)
+
+    def start_siblings(self, on_exit: Any) -> None:
+        """Start workers 1..count-1 and watch them."""
+        for index in range(1, self.count):
+            environment = {
+                **os.environ,
+                "MODELDECK_WORKER_INDEX": str(index),
+                "MODELDECK_WORKER_DIR": str(self.folder),
+            }
+            command = [sys.executable, "-m", "modeldeck_runtime", "serve", *self.argv]
+            self.children.append(subprocess.Popen(command, env=environment))
+        threading.Thread(target=self._watch, args=(on_exit,), daemon=True).start()
+
+    def _watch(self, on_exit: Any) -> None:
+        while not self.stopping:
+            for child in self.children:
+                if child.poll() is not None and not self.stopping:
+                    logging.getLogger("modeldeck.server").error(
+                        "worker %d exited with %s; stopping this version's server",
+                        self.children.index(child) + 1,
+                        child.returncode,
+                    )
+                    self.failed = True
+                    on_exit(RuntimeError("a worker exited"))
+                    return
+            time.sleep(0.2)
+
+    def stop_siblings(self) -> None:
+        """SIGTERM every sibling (they drain like the first) and remove the folder."""
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if self.index == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def gateway_main(argv: Sequence[str] | None = None) -> int:

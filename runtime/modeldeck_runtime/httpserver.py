@@ -422,12 +422,18 @@ class HttpServer:
         max_body_bytes: int,
         limits: Limits | None = None,
         drain_seconds: float = 30.0,
+        reuse_port: bool = False,
+        unix_path: str | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
         self.limits = limits or Limits()
+        # Several worker processes share one port (SO_REUSEPORT; the kernel spreads new
+        # connections); each also listens on a private unix socket its siblings reach it by.
+        self.reuse_port = reuse_port
+        self.unix_path = unix_path
         self.drain_seconds = drain_seconds
         self.connections: set[_Connection] = set()
         self.in_flight = 0
@@ -456,15 +462,27 @@ class HttpServer:
         lifespan = _Lifespan(self.app)
         if not await lifespan.startup():
             return 1
-        listener = await self.loop.create_server(
-            lambda: _Connection(self), self.host, self.port, backlog=2048, reuse_address=True
-        )
+        listeners = [
+            await self.loop.create_server(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                backlog=2048,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+            )
+        ]
+        if self.unix_path is not None:
+            listeners.append(
+                await self.loop.create_unix_server(lambda: _Connection(self), self.unix_path)
+            )
         for number in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(number, self.exit_requested.set)
         logger.info("listening on http://%s:%d", self.host, self.port)
         await self.exit_requested.wait()
         self.exiting = True
-        listener.close()
+        for listener in listeners:
+            listener.close()
         for connection in list(self.connections):
             connection.shutdown()
         deadline = self.loop.time() + self.drain_seconds

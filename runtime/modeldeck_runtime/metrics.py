@@ -468,3 +468,55 @@ def _add_buckets(
         family.samples.append(
             Sample(f"{family.name}_count", dict(zip(names, labels, strict=True)), buckets[-1][1])
         )
+
+
+# Samples that describe one process rather than count events: the merged value is the smallest
+# (start time) or the largest (flags), not the sum.
+_MERGE_MIN = frozenset({"process_start_time_seconds"})
+_MERGE_MAX = frozenset({"modeldeck_smoke_failed", "process_max_fds"})
+
+
+def merge_expositions(texts: Sequence[bytes]) -> bytes:
+    """One exposition for a version served by several worker processes.
+
+    Each worker counts what it served; a scrape, whichever worker it reaches, must see the
+    whole version, so counters, histogram buckets and sums, in-flight gauges and memory add up
+    across workers (a start time takes the earliest, a flag the largest).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type
+                )
+                values[family.name] = {}
+            samples = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                previous = samples.get(key)
+                if previous is None:
+                    samples[key] = sample.value
+                elif sample.name in _MERGE_MIN:
+                    samples[key] = min(previous, sample.value)
+                elif sample.name in _MERGE_MAX:
+                    samples[key] = max(previous, sample.value)
+                else:
+                    samples[key] = previous + sample.value
+    registry = CollectorRegistry(auto_describe=False)
+
+    class _Merged:
+        def collect(self) -> Iterator[Metric]:
+            for name, family in families.items():
+                family.samples = [
+                    Sample(sample_name, dict(labels), value)
+                    for (sample_name, labels), value in values[name].items()
+                ]
+                yield family
+
+    registry.register(_Merged())
+    return generate_latest(registry)

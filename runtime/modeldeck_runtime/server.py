@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from modeldeck_runtime.codec import (
     load_json,
     parse_infer_request,
 )
-from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics
+from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics, merge_expositions
 from modeldeck_runtime.profile import configure_tracking, load_profile
 from modeldeck_runtime.signature import (
     Signature,
@@ -53,6 +54,7 @@ from modeldeck_runtime.versions import names_version, split_versioned_path
 
 logger = logging.getLogger("modeldeck.server")
 
+WORKER_LOCAL_HEADER = b"x-modeldeck-worker-local"
 SMOKE_FILE = "smoke.json"
 SMOKE_MAX_ROWS = 8
 OUT_OF_MEMORY = "this inference needs more memory than this server may use; send fewer rows"
@@ -75,6 +77,11 @@ class ServerSettings:
     threads: int = 0
     # An inference whose outputs add up to more is answered 507, not served.
     max_output_bytes: int = 64 * 1024 * 1024
+    # With several worker processes on one port: the unix sockets of the other workers (their
+    # metrics join this one's) and whether to load the model before listening (a worker that
+    # is not the first must not take connections it cannot serve yet).
+    sibling_sockets: tuple[str, ...] = ()
+    load_before_listening: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class VersionServer:
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
         self._loading: asyncio.Future[None] | None = None
+        self._all_listening = not settings.sibling_sockets
         self.metrics = ServingMetrics(endpoint=settings.endpoint, component="server")
         self.series = self.metrics.variant(settings.model_version, settings.variant)
         self.version_header = (b"x-model-version", settings.model_version.encode())
@@ -199,6 +207,10 @@ class VersionServer:
     async def _startup(self) -> None:
         # Loading runs in the background so /v2/health/live answers while a big model loads.
         self._loading = asyncio.get_running_loop().run_in_executor(None, self._load_or_report)
+        if self.settings.load_before_listening:
+            await self._loading
+            if self.load_error is not None:
+                raise RuntimeError(f"could not load the model: {self.load_error}")
 
     async def _shutdown(self) -> None:
         self.executor.shutdown(wait=True)
@@ -233,6 +245,12 @@ class VersionServer:
             if action in ("infer", "invocations"):
                 await self.infer(headers, receive, send, response_headers, action)
                 return
+            if action == "metrics" and self.settings.sibling_sockets:
+                response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
+                status, body = 200, await self._all_workers_metrics(headers)
+                body = compress_response(headers, body, response_headers)
+                await respond(send, status, body, response_headers)
+                return
             status, body = self._answer_get(action, response_headers)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
@@ -266,6 +284,30 @@ class VersionServer:
                 404,
             )
 
+    async def _all_workers_metrics(self, headers: Headers) -> bytes:
+        """This worker's metrics merged with its siblings' (only its own when a sibling asks)."""
+        own = self.metrics.render()
+        if header(headers, WORKER_LOCAL_HEADER) is not None:
+            return own
+        texts = [own]
+        answers = await asyncio.gather(
+            *(_fetch_local_metrics(path) for path in self.settings.sibling_sockets),
+            return_exceptions=True,
+        )
+        for path, answer in zip(self.settings.sibling_sockets, answers, strict=True):
+            if isinstance(answer, bytes):
+                texts.append(answer)
+            else:
+                logger.warning("no metrics from the worker at %s: %s", path, answer)
+        return merge_expositions(texts)
+
+    def _workers_listening(self) -> bool:
+        """Every sibling worker has loaded the model and listens (it binds only then)."""
+        if self._all_listening:
+            return True
+        self._all_listening = all(os.path.exists(path) for path in self.settings.sibling_sockets)
+        return self._all_listening
+
     def _answer_get(self, action: str, response_headers: Headers) -> tuple[int, bytes]:
         if action == "live":
             return 200, b'{"live":true}'
@@ -276,7 +318,7 @@ class VersionServer:
             return 200, self.server_metadata
         model = self.model
         if action in ("ready", "model_ready"):
-            if model is None:
+            if model is None or not self._workers_listening():
                 return 503, b'{"ready":false}'
             return 200, b'{"ready":true}'
         if model is None:
@@ -383,6 +425,23 @@ class VersionServer:
             # metrics must never cost a caller their answer
             logger.exception("could not record the metrics of a batch")
         return outputs
+
+
+async def _fetch_local_metrics(path: str) -> bytes:
+    """GET /metrics from a sibling worker over its unix socket: its own series only."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+    try:
+        writer.write(
+            b"GET /metrics HTTP/1.1\r\nhost: worker\r\n%s: 1\r\nconnection: close\r\n\r\n"
+            % WORKER_LOCAL_HEADER
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise OSError(f"the worker answered {head[:40]!r}")
+    return body
 
 
 def _is_allocation_failure(error: Exception) -> bool:
