@@ -112,8 +112,12 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.closing = False
         self.reading = True
+        self.loop = asyncio.get_running_loop()
+        # One idle timer per connection, re-armed lazily: a request only notes the time it
+        # finished (or that it is busy), instead of cancelling and scheduling a timer each time.
         self.idle_timer: asyncio.TimerHandle | None = None
-        self.disconnected = asyncio.get_running_loop().create_future()
+        self.idle_since: float | None = None
+        self.disconnected = self.loop.create_future()
 
     # asyncio callbacks
 
@@ -132,7 +136,9 @@ class _Connection(asyncio.Protocol):
         """Forget the connection; a running request sees http.disconnect."""
         self.closed = True
         self.server.connections.discard(self)
-        self._cancel_idle_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self._cancel_header_timer()
         if not self.disconnected.done():
             self.disconnected.set_result(None)
@@ -166,7 +172,7 @@ class _Connection(asyncio.Protocol):
                 ):
                     self._reject(431, self._too_large_head())
             if self.header_timer is None and not self.closed:
-                self.header_timer = asyncio.get_running_loop().call_later(
+                self.header_timer = self.loop.call_later(
                     self.limits.header_timeout, self._head_timed_out
                 )
         if not self.running and not self.closed:
@@ -253,7 +259,7 @@ class _Connection(asyncio.Protocol):
             self.reading = False
         if not self.running:
             self.running = True
-            asyncio.get_running_loop().create_task(self._run_queue())
+            self.loop.create_task(self._run_queue())
 
     async def _run_queue(self) -> None:
         try:
@@ -385,15 +391,26 @@ class _Connection(asyncio.Protocol):
     # lifecycle
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        self.idle_timer = asyncio.get_running_loop().call_later(
-            self.limits.idle_timeout, self.close
-        )
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.limits.idle_timeout, self._idle_check)
 
     def _cancel_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.closed:
+            return
+        if self.idle_since is None:
+            # busy now: look again one timeout later
+            self.idle_timer = self.loop.call_later(self.limits.idle_timeout, self._idle_check)
+            return
+        remaining = self.idle_since + self.limits.idle_timeout - self.loop.time()
+        if remaining <= 0:
+            self.close()
+        else:
+            self.idle_timer = self.loop.call_later(remaining, self._idle_check)
 
     def shutdown(self) -> None:
         """Close now if idle, else after the requests already received."""
@@ -403,7 +420,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection."""
-        self._cancel_idle_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         self._cancel_header_timer()
         if self.transport is not None and not self.closed:
             self.closed = True
