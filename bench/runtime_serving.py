@@ -4,7 +4,8 @@ Run from the repository root: `python bench/runtime_serving.py` (needs Debian's 
 Every HTTP figure comes from wrk against 127.0.0.1; servers and wrk share this machine's cores.
 Each HTTP figure is the best of --rounds runs (default 3) of --duration seconds (default 3),
 interleaved across targets. Other options: --skip-mlflow, --mlflow-install-timeout SECONDS,
---workers N (also a version server with N processes on its port; default 2), --models,
+--workers N (also a version server with N processes on its port; default 2),
+--batch-max-rows N (also one with dynamic batching of N rows, 200 µs delay; default 64), --models,
 --rows, --connections (comma-separated subsets, for short runs).
 """
 
@@ -238,7 +239,7 @@ def raw_onnxruntime(path: Path, rows: np.ndarray, seconds: float) -> dict[str, f
     }
 
 
-def start_runtime(models: dict[str, Path], workers: int) -> dict[str, Process]:
+def start_runtime(models: dict[str, Path], workers: int, batch_rows: int) -> dict[str, Process]:
     """Floor, one version server per model (and one with `workers` processes sharing its port)
     and one gateway per model."""
     python = sys.executable
@@ -263,6 +264,16 @@ def start_runtime(models: dict[str, Path], workers: int) -> dict[str, Process]:
                 [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
                  "--model-name", name, "--model-version", "1", "--threads", "1",
                  "--workers", str(workers), "--port", str(port)],
+                port,
+                "/v2/health/ready",
+            )  # fmt: skip
+        if batch_rows:
+            port = free_port()
+            processes[f"server-batch-{name}"] = Process(
+                [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
+                 "--model-name", name, "--model-version", "1", "--threads", "1",
+                 "--batch-max-rows", str(batch_rows), "--batch-max-delay-us", "200",
+                 "--port", str(port)],
                 port,
                 "/v2/health/ready",
             )  # fmt: skip
@@ -351,6 +362,12 @@ def main() -> int:
         default=min(2, os.cpu_count() or 1),
         help="also measure a version server with this many processes on its port (1: not)",
     )
+    parser.add_argument(
+        "--batch-max-rows",
+        type=int,
+        default=64,
+        help="also measure a version server with dynamic batching of this many rows (0: not)",
+    )
     parser.add_argument("--models", default="iris,mlp", help="comma-separated: iris, mlp")
     parser.add_argument("--rows", default="1,64", help="comma-separated row counts")
     parser.add_argument("--connections", default="1,16", help="comma-separated")
@@ -373,7 +390,7 @@ def main() -> int:
             results[("onnxruntime", model, count, 1)] = raw_onnxruntime(
                 folder, rows_for(model, count), arguments.duration
             )
-    processes = start_runtime(models, arguments.workers)
+    processes = start_runtime(models, arguments.workers, arguments.batch_max_rows)
     try:
         for model in models:
             for count in row_counts:
@@ -390,6 +407,8 @@ def main() -> int:
                         targets[f"server×{arguments.workers}"] = processes[
                             f"server-w{arguments.workers}-{model}"
                         ]
+                    if arguments.batch_max_rows:
+                        targets["server+batching"] = processes[f"server-batch-{model}"]
                     # Rounds interleave the targets and keep each one's best run, so a burst of
                     # load from other processes on this small machine hurts one run, not a figure.
                     for round_number in range(arguments.rounds):
@@ -440,7 +459,7 @@ def main() -> int:
                 mlflow_note = ""
             finally:
                 process.stop()
-    _report(results, rss, mlflow_note, arguments.workers)
+    _report(results, rss, mlflow_note, arguments.workers, bool(arguments.batch_max_rows))
     print(
         f"load average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f} "
         "(this benchmark alone keeps about 2 busy)"
@@ -463,7 +482,7 @@ def _print_row(key: tuple[str, str, int, int], figures: dict[str, float]) -> Non
 TRITON_PYTHON_BACKEND_ISSUE_20 = {(1, 16): 5900, (64, 16): 2300}
 
 
-def _report(results, rss, mlflow_note: str, workers: int) -> None:
+def _report(results, rss, mlflow_note: str, workers: int, batching: bool) -> None:
     print()
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -505,6 +524,7 @@ def _report(results, rss, mlflow_note: str, workers: int) -> None:
     print()
     print("goals:")
     best_server = ["server"] + ([f"server×{workers}"] if workers > 1 else [])
+    best_server += ["server+batching"] if batching else []
     for (target, model, count, connections), figures in results.items():
         if target != "floor-uvicorn":
             continue

@@ -135,6 +135,18 @@ def serve_parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT); at most the cores it is given",
     )
     parser.add_argument(
+        "--batch-max-rows",
+        type=_positive_int,
+        default=int(_env("MODELDECK_BATCH_MAX_ROWS", 0)),
+        help="dynamic batching: rows of one merged onnxruntime call (0: no batching)",
+    )
+    parser.add_argument(
+        "--batch-max-delay-us",
+        type=_positive_int,
+        default=int(_env("MODELDECK_BATCH_MAX_DELAY_US", 500)),
+        help="dynamic batching: how long a request may wait for others, in microseconds",
+    )
+    parser.add_argument(
         "--memory-limit-mb",
         type=_positive_int,
         default=int(_env("MODELDECK_MEMORY_LIMIT_MB", 0)),
@@ -272,6 +284,8 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=arguments.max_body_bytes,
         threads=arguments.threads,
         max_output_bytes=arguments.max_output_bytes,
+        batch_max_rows=arguments.batch_max_rows,
+        batch_max_delay_us=arguments.batch_max_delay_us,
     )
     workers = Workers.from_environment(arguments, argv) if arguments.workers > 1 else None
     if workers is not None and arguments.http != "builtin":

@@ -264,11 +264,20 @@ class VariantMetrics:
         self.request_duration.observe(seconds)
 
     def record_batch(
-        self, feeds: dict[str, np.ndarray], outputs: dict[str, Any], rows: int, seconds: float
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: dict[str, Any],
+        rows: int | list[int],
+        seconds: float,
     ) -> None:
-        """Count one successful inference: duration, rows, features and predictions."""
+        """Count one successful onnxruntime call: its duration, the rows of each request it
+        answered (several when requests were batched), features and predictions."""
         self.inference_duration.observe(seconds)
-        self.batch_rows.observe(rows)
+        if isinstance(rows, int):
+            self.batch_rows.observe(rows)
+        else:
+            for count in rows:
+                self.batch_rows.observe(count)
         for group in self.feature_groups:
             array = feeds.get(group.input_name)
             if array is not None:

@@ -33,6 +33,7 @@ from modeldeck_runtime.asgi import (
     respond,
     run_lifespan,
 )
+from modeldeck_runtime.batching import Batcher
 from modeldeck_runtime.codec import (
     NonFinite,
     RequestError,
@@ -44,6 +45,7 @@ from modeldeck_runtime.codec import (
 from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics, merge_expositions
 from modeldeck_runtime.profile import configure_tracking, load_profile
 from modeldeck_runtime.signature import (
+    DYNAMIC,
     Signature,
     bind_invocation,
     bind_request,
@@ -82,6 +84,10 @@ class ServerSettings:
     # is not the first must not take connections it cannot serve yet).
     sibling_sockets: tuple[str, ...] = ()
     load_before_listening: bool = False
+    # Opt-in dynamic batching (0: off): requests with fewer rows wait up to the delay for others
+    # and run in one onnxruntime call of at most this many rows.
+    batch_max_rows: int = 0
+    batch_max_delay_us: int = 500
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class VersionServer:
         self.settings = settings
         self.on_load_failure = on_load_failure
         self.model: LoadedModel | None = None
+        self.batcher: Batcher | None = None
         self.load_error: BaseException | None = None
         self._loading: asyncio.Future[None] | None = None
         self._all_listening = not settings.sibling_sockets
@@ -162,7 +169,22 @@ class VersionServer:
         self.metrics.smoke_warning = smoke_warning
         metadata = orjson.dumps(document)
         self.model = LoadedModel(session, signature, signature.output_names(), metadata)
+        self.batcher = self._batcher(signature)
         logger.info("model %s version %s is ready", settings.model_name, settings.model_version)
+
+    def _batcher(self, signature: Signature) -> Batcher | None:
+        settings = self.settings
+        if not settings.batch_max_rows:
+            return None
+        if not all(spec.shape and spec.shape[0] == DYNAMIC for spec in signature.inputs):
+            logger.warning("dynamic batching is off: an input has no dynamic first dimension")
+            return None
+        return Batcher(
+            self._batch_run,
+            self._record,
+            settings.batch_max_rows,
+            settings.batch_max_delay_us / 1e6,
+        )
 
     def _smoke(self, session: onnxruntime.InferenceSession, signature: Signature) -> str | None:
         """Run the start-up smoke inference; the warning to show when a zeros smoke failed.
@@ -391,11 +413,24 @@ class VersionServer:
     async def _run(
         self, model: LoadedModel, feeds: dict[str, np.ndarray], wanted: list[str], rows: int
     ) -> dict[str, Any]:
+        batcher = self.batcher
+        if batcher is not None and rows < self.settings.batch_max_rows:
+            outputs = await batcher.submit(feeds, rows)
+            self._check_output_size(outputs)
+            return outputs
         names = list(wanted)
         prediction = self.series.prediction
         if prediction is not None and prediction.output not in names:
             # the prediction output is always computed so that its metrics stay complete
             names.append(prediction.output)
+        outputs, seconds = await self._session_run(model, names, feeds)
+        self._check_output_size(outputs)
+        self._record(feeds, outputs, [rows], seconds)
+        return outputs
+
+    async def _session_run(
+        self, model: LoadedModel, names: list[str], feeds: dict[str, np.ndarray]
+    ) -> tuple[dict[str, Any], float]:
         elements = sum(array.size for array in feeds.values())
         try:
             if elements <= INLINE_ELEMENTS:
@@ -411,20 +446,34 @@ class VersionServer:
             if _is_allocation_failure(error):
                 raise RequestError(OUT_OF_MEMORY, 507) from None
             raise
-        outputs = dict(zip(names, values, strict=True))
-        size = sum(value.nbytes for value in values if isinstance(value, np.ndarray))
+        return dict(zip(names, values, strict=True)), seconds
+
+    async def _batch_run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], float]:
+        model = self.model
+        assert model is not None  # batching starts only once the model is loaded
+        return await self._session_run(model, model.output_names, feeds)
+
+    def _check_output_size(self, outputs: dict[str, Any]) -> None:
+        size = sum(value.nbytes for value in outputs.values() if isinstance(value, np.ndarray))
         if size > self.settings.max_output_bytes:
             raise RequestError(
                 f"the outputs of this inference take {size} bytes, more than the limit of "
                 f"{self.settings.max_output_bytes} bytes; send fewer rows",
                 507,
             )
+
+    def _record(
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: dict[str, Any],
+        rows: list[int],
+        seconds: float,
+    ) -> None:
         try:
             self.series.record_batch(feeds, outputs, rows, seconds)
         except Exception:
             # metrics must never cost a caller their answer
             logger.exception("could not record the metrics of a batch")
-        return outputs
 
 
 async def _fetch_local_metrics(path: str) -> bytes:
