@@ -149,6 +149,14 @@ def test_health_routes_answer_the_same_methods_on_server_and_gateway(split, path
     assert answers["v1"] == [("GET", 200), ("HEAD", 200), ("POST", 405), ("PUT", 405)]
 
 
+def test_head_on_proxied_metadata_answers_the_head_quickly(split):
+    for through in ("v1", "gateway"):
+        status, headers, body = request(
+            "HEAD", split[through].url + "/v2/models/iris/versions/1", timeout=5
+        )
+        assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+
+
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("through", ["server", "gateway"])
 def test_nan_and_infinity_round_trip_exactly(float_server, through, binary):
