@@ -112,6 +112,11 @@ class FeatureGroup:
         self.counts = np.zeros((len(names), width + 1), dtype=np.int64)
         self.sums = np.zeros(len(names))
         self.offsets = np.arange(len(names), dtype=np.intp) * (width + 1)
+        # Default features all share one set of bounds: one searchsorted over the whole batch
+        # replaces a comparison of every value with every bound.
+        first = self.bound_lists[0]
+        shared = all(feature == first for feature in self.bound_lists)
+        self.shared_bounds = np.array(first, dtype=np.float64) if shared else None
         # Small batches are counted here in plain Python and merged into the arrays on scrape.
         self.column_list = columns
         self.max_column = max(columns) if columns else 0
@@ -138,7 +143,9 @@ class FeatureGroup:
             return
         matrix = matrix.astype(np.float64, copy=False)
         finite = np.isfinite(matrix)
-        if matrix.size * self.bounds.shape[1] <= BROADCAST_LIMIT:
+        if self.shared_bounds is not None:
+            indexes = np.searchsorted(self.shared_bounds, matrix, side="left")
+        elif matrix.size * self.bounds.shape[1] <= BROADCAST_LIMIT:
             indexes = (matrix[:, :, None] > self.bounds[None, :, :]).sum(axis=2)
         else:
             indexes = np.empty(matrix.shape, dtype=np.intp)
