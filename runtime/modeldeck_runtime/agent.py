@@ -776,7 +776,7 @@ def check_outputs(body: bytes) -> str:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return f"answered a non-number in {output.get('name')!r} (NaN or infinity)"
             if not math.isfinite(value):
-                return f"answered a non-finite number in {output.get('name')!r}"
+                return f"answered a non-finite number (NaN or infinity) in {output.get('name')!r}"
     return ""
 
 
