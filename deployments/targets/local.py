@@ -405,6 +405,7 @@ class LocalDriver(TargetDriver):
                 "--variant", spec.role,
                 "--endpoint", endpoint.name,
                 "--threads", str(self.target.config.get("threads", 0)),
+                "--memory-limit-mb", str(max(2048, (folder / "model.onnx").stat().st_size >> 18)),
                 "--drain-seconds", str(int(STOP_GRACE_SECONDS) - 2),
             ]  # fmt: skip
             pid = self._spawn(row, arguments, self._environment(endpoint, row))

@@ -545,7 +545,9 @@ class Agent:
             "--model-dir", str(self.root / "current"),
             "--host", "127.0.0.1", "--port", str(self.port),
             "--model-name", str(manifest.get("model") or "model"),
-            "--model-version", str(manifest.get("number") or 1),
+            # The full reference ("model:2"), as on every other target, so metrics labels agree;
+            # callers may still name the version by its number.
+            "--model-version", str(manifest.get("version") or manifest.get("number") or 1),
             "--endpoint", str(manifest.get("fleet") or ""),
             "--variant", "edge", "--drain-seconds", "2",
         ]  # fmt: skip
@@ -774,7 +776,7 @@ def check_outputs(body: bytes) -> str:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return f"answered a non-number in {output.get('name')!r} (NaN or infinity)"
             if not math.isfinite(value):
-                return f"answered a non-finite number in {output.get('name')!r}"
+                return f"answered a non-finite number (NaN or infinity) in {output.get('name')!r}"
     return ""
 
 

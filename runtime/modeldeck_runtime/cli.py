@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +21,11 @@ from typing import Any
 import uvicorn
 
 from modeldeck_runtime.gateway import Gateway, GatewaySettings, load_initial_table
-from modeldeck_runtime.httpserver import HttpServer
+from modeldeck_runtime.httpserver import HttpServer, Limits
 from modeldeck_runtime.server import ServerSettings, VersionServer
 
-# Longer than the gateway's pool keep-alive, so the server never closes a connection the gateway
-# is about to reuse.
-KEEP_ALIVE_SECONDS = 75
+# mallopt's parameter number for the arena cap (glibc malloc.h)
+M_ARENA_MAX = -8
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -29,6 +36,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
     return value
 
 
@@ -48,6 +62,44 @@ def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
         type=_positive_int,
         default=int(_env("MODELDECK_DRAIN_SECONDS", 30)),
         help="on SIGTERM, how long to wait for in-flight requests",
+    )
+    defaults = Limits()
+    limits = parser.add_argument_group("HTTP limits (the built-in server)")
+    limits.add_argument(
+        "--max-request-line-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_REQUEST_LINE_BYTES", defaults.max_request_line_bytes)),
+        help="longest request target (414 beyond)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_HEADER_BYTES", defaults.max_header_bytes)),
+        help="largest total of request headers (431 beyond)",
+    )
+    limits.add_argument(
+        "--max-headers",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_HEADERS", defaults.max_headers)),
+        help="most request headers (431 beyond)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=float(_env("MODELDECK_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)),
+        help="seconds a client has to send a whole request head (408 after)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=float(_env("MODELDECK_IDLE_TIMEOUT_SECONDS", defaults.idle_timeout)),
+        help="seconds an idle keep-alive connection stays open",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_CONNECTIONS", defaults.max_connections)),
+        help="open connections at most (503 and closed beyond)",
     )
     parser.add_argument("--log-level", default=_env("MODELDECK_LOG_LEVEL", "warning"))
     parser.add_argument(
@@ -75,6 +127,36 @@ def serve_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=int(_env("MODELDECK_THREADS", 0)),
         help="onnxruntime intra-op threads (0: onnxruntime's default)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=int(_env("MODELDECK_WORKERS", 1)),
+        help="server processes sharing the port (SO_REUSEPORT); at most the cores it is given",
+    )
+    parser.add_argument(
+        "--batch-max-rows",
+        type=_positive_int,
+        default=int(_env("MODELDECK_BATCH_MAX_ROWS", 0)),
+        help="dynamic batching: rows of one merged onnxruntime call (0: no batching)",
+    )
+    parser.add_argument(
+        "--batch-max-delay-us",
+        type=_positive_int,
+        default=int(_env("MODELDECK_BATCH_MAX_DELAY_US", 500)),
+        help="dynamic batching: how long a request may wait for others, in microseconds",
+    )
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MEMORY_LIMIT_MB", 0)),
+        help="address-space limit of this server in MiB (RLIMIT_AS; 0: none)",
+    )
+    parser.add_argument(
+        "--max-output-bytes",
+        type=_positive_int,
+        default=int(_env("MODELDECK_MAX_OUTPUT_BYTES", 64 * 1024 * 1024)),
+        help="largest total size of one inference's outputs (507 beyond)",
     )
     _common(parser, 8080)
     return parser
@@ -114,7 +196,9 @@ def _loop() -> str:
     return "asyncio" if sys.platform == "win32" else "uvloop"
 
 
-def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server:
+def _run(
+    app: Any, arguments: argparse.Namespace, workers: Workers | None = None
+) -> HttpServer | uvicorn.Server:
     logging.basicConfig(
         level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -124,8 +208,17 @@ def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server
             host=arguments.host,
             port=arguments.port,
             max_body_bytes=arguments.max_body_bytes,
-            keep_alive_seconds=KEEP_ALIVE_SECONDS,
+            limits=Limits(
+                max_request_line_bytes=arguments.max_request_line_bytes,
+                max_header_bytes=arguments.max_header_bytes,
+                max_headers=arguments.max_headers,
+                header_timeout=arguments.header_timeout,
+                idle_timeout=arguments.idle_timeout,
+                max_connections=arguments.max_connections,
+            ),
             drain_seconds=arguments.drain_seconds,
+            reuse_port=workers is not None,
+            unix_path=workers.own_socket if workers is not None else None,
         )
     config = uvicorn.Config(
         app,
@@ -136,12 +229,35 @@ def _run(app: Any, arguments: argparse.Namespace) -> HttpServer | uvicorn.Server
         lifespan="on",
         access_log=False,
         log_level=arguments.log_level,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=int(arguments.idle_timeout),
+        limit_concurrency=arguments.max_connections,
         timeout_graceful_shutdown=arguments.drain_seconds,
         server_header=False,
         date_header=False,
     )
     return uvicorn.Server(config)
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space (RLIMIT_AS) at megabytes MiB.
+
+    An allocation past the cap fails (MemoryError, or an onnxruntime allocation error) and the
+    request is answered 507, instead of the machine swapping or the OOM killer choosing a
+    victim. glibc reserves 64 MiB of address space per thread arena, so the arenas are capped
+    first or idle thread pools would use up the limit.
+    """
+    import resource
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +269,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     model_dir = Path(arguments.model_dir)
     if not (model_dir / "model.onnx").is_file():
         parser.error(f"{model_dir / 'model.onnx'} does not exist")
+    if arguments.memory_limit_mb:
+        try:
+            limit_memory(arguments.memory_limit_mb)
+        except (ValueError, OSError) as error:
+            parser.error(f"could not set the memory limit: {error}")
     settings = ServerSettings(
         model_dir=model_dir,
         model_name=arguments.model_name,
@@ -162,9 +283,21 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         max_rows=arguments.max_rows,
         max_body_bytes=arguments.max_body_bytes,
         threads=arguments.threads,
+        max_output_bytes=arguments.max_output_bytes,
+        batch_max_rows=arguments.batch_max_rows,
+        batch_max_delay_us=arguments.batch_max_delay_us,
     )
+    workers = Workers.from_environment(arguments, argv) if arguments.workers > 1 else None
+    if workers is not None and arguments.http != "builtin":
+        parser.error("--workers needs the built-in HTTP server")
+    if workers is not None:
+        settings = dataclasses.replace(
+            settings,
+            sibling_sockets=workers.sibling_sockets,
+            load_before_listening=workers.index > 0,
+        )
     app = VersionServer(settings)
-    server = _run(app, arguments)
+    server = _run(app, arguments, workers)
 
     def stop(_: BaseException) -> None:
         if isinstance(server, HttpServer):
@@ -173,8 +306,94 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             server.should_exit = True
 
     app.on_load_failure = stop
-    status = server.run()
-    return 1 if app.load_error is not None else status or 0
+    if workers is not None and workers.index == 0:
+        workers.start_siblings(on_exit=stop)
+    try:
+        status = server.run()
+    finally:
+        if workers is not None:
+            workers.stop_siblings()
+    return 1 if app.load_error is not None or (workers and workers.failed) else status or 0
+
+
+class Workers:
+    """Several server processes of one version on one port (SO_REUSEPORT).
+
+    The first process (the one a target starts) starts the others with the same arguments and
+    stops them when it stops; if one of them exits on its own, the first stops too, so whatever
+    supervises the server restarts the whole version. Each worker also listens on a unix socket
+    in a private folder, where the worker a scrape reaches collects its siblings' metrics.
+    """
+
+    def __init__(self, count: int, index: int, folder: Path, argv: list[str]) -> None:
+        self.count = count
+        self.index = index
+        self.folder = folder
+        self.argv = argv
+        self.children: list[subprocess.Popen] = []
+        self.failed = False
+        self.stopping = False
+
+    @classmethod
+    def from_environment(cls, arguments: argparse.Namespace, argv: Sequence[str] | None) -> Workers:
+        """The first worker makes the folder; the others find it in their environment."""
+        index = int(os.environ.get("MODELDECK_WORKER_INDEX", "0"))
+        if index == 0:
+            folder = Path(tempfile.mkdtemp(prefix="modeldeck-workers-"))
+        else:
+            folder = Path(os.environ["MODELDECK_WORKER_DIR"])
+        return cls(arguments.workers, index, folder, list(sys.argv[1:] if argv is None else argv))
+
+    def socket_of(self, index: int) -> str:
+        return str(self.folder / f"worker-{index}.sock")
+
+    @property
+    def own_socket(self) -> str:
+        return self.socket_of(self.index)
+
+    @property
+    def sibling_sockets(self) -> tuple[str, ...]:
+        return tuple(self.socket_of(index) for index in range(self.count) if index != self.index)
+
+    def start_siblings(self, on_exit: Any) -> None:
+        """Start workers 1..count-1 and watch them."""
+        for index in range(1, self.count):
+            environment = {
+                **os.environ,
+                "MODELDECK_WORKER_INDEX": str(index),
+                "MODELDECK_WORKER_DIR": str(self.folder),
+            }
+            command = [sys.executable, "-m", "modeldeck_runtime", "serve", *self.argv]
+            self.children.append(subprocess.Popen(command, env=environment))
+        threading.Thread(target=self._watch, args=(on_exit,), daemon=True).start()
+
+    def _watch(self, on_exit: Any) -> None:
+        while not self.stopping:
+            for child in self.children:
+                if child.poll() is not None and not self.stopping:
+                    logging.getLogger("modeldeck.server").error(
+                        "worker %d exited with %s; stopping this version's server",
+                        self.children.index(child) + 1,
+                        child.returncode,
+                    )
+                    self.failed = True
+                    on_exit(RuntimeError("a worker exited"))
+                    return
+            time.sleep(0.2)
+
+    def stop_siblings(self) -> None:
+        """SIGTERM every sibling (they drain like the first) and remove the folder."""
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if self.index == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def gateway_main(argv: Sequence[str] | None = None) -> int:

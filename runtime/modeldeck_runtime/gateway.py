@@ -22,6 +22,8 @@ from modeldeck_runtime.asgi import (
     Receive,
     Scope,
     Send,
+    compress_response,
+    decode_body,
     error_body,
     header,
     read_body,
@@ -46,6 +48,7 @@ from modeldeck_runtime.routing import (
     sticky_point,
 )
 from modeldeck_runtime.upstream import UpstreamClient, UpstreamResponse
+from modeldeck_runtime.versions import resolve_version, split_versioned_path
 
 logger = logging.getLogger("modeldeck.gateway")
 
@@ -53,6 +56,8 @@ ADMIN_BODY_LIMIT = 1 << 20
 READY_TIMEOUT_SECONDS = 2.0
 RELATIVE_TOLERANCE = 1e-6
 
+# Paths the gateway answers itself (GET and HEAD, as the version servers do).
+LOCAL_GET_PATHS = frozenset(("/v2/health/live", "/v2/health/ready", "/-/health", "/metrics"))
 # Request headers the version servers need; everything else stays at the gateway.
 FORWARDED_HEADERS = (b"content-type", b"inference-header-content-length", b"content-encoding")
 # Response headers passed back to the caller.
@@ -177,19 +182,13 @@ class Gateway:
         response_headers = [JSON_TYPE, (b"x-request-id", identifier.encode())]
         path = scope["path"]
         try:
-            if path == "/invocations" or path == "/v2" or path.startswith("/v2/"):
-                if path in ("/v2/health/live", "/v2/health/ready"):
-                    status, body = await self._health(path)
-                else:
-                    await self.proxy(scope, receive, send, identifier, response_headers)
-                    return
+            if path in LOCAL_GET_PATHS:
+                status, body = await self._local_get(scope, path, response_headers)
+            elif path == "/invocations" or path == "/v2" or path.startswith("/v2/"):
+                await self.proxy(scope, receive, send, identifier, response_headers)
+                return
             elif path == "/-/routes":
                 status, body = await self._admin(scope, receive, headers)
-            elif path == "/-/health":
-                status, body = 200, b'{"live":true}'
-            elif path == "/metrics":
-                response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
-                status, body = 200, self.metrics.render() + self._replica_metrics()
             else:
                 raise RequestError(f"no route for {path}", 404)
         except RequestError as error:
@@ -201,8 +200,17 @@ class Gateway:
             response_headers.append((b"x-model-version", version.encode()))
         await respond(send, status, body, response_headers)
 
-    async def _health(self, path: str) -> tuple[int, bytes]:
-        if path == "/v2/health/live":
+    async def _local_get(
+        self, scope: Scope, path: str, response_headers: Headers
+    ) -> tuple[int, bytes]:
+        """Health and metrics, answered by the gateway itself: GET and HEAD only, as the servers."""
+        if scope["method"] not in ("GET", "HEAD"):
+            response_headers.append((b"allow", b"GET, HEAD"))
+            raise RequestError(f"method {scope['method']} is not allowed on {path}", 405)
+        if path == "/metrics":
+            response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
+            return 200, self.metrics.render() + self._replica_metrics()
+        if path in ("/v2/health/live", "/-/health"):
             return 200, b'{"live":true}'
         answers = await asyncio.gather(*(self._upstream_ready(route) for route in self.table.live))
         if any(answers):
@@ -287,6 +295,36 @@ class Gateway:
         return route
 
     @staticmethod
+    def _named_route(table: RouteTable, path: str, headers: Headers) -> Route | None:
+        """The route of the version a request names (versioned path or X-Model-Version).
+
+        A version is named by number (`2`) or full reference (`model:2`); None when the request
+        names none, so the weighted choice applies.
+        """
+        versioned = split_versioned_path(path)
+        if versioned is not None:
+            requested = versioned[1]
+        else:
+            pinned = header(headers, b"x-model-version")
+            if pinned is None:
+                return None
+            requested = pinned.decode(errors="replace").strip()
+        matches = resolve_version(requested, table.by_version)
+        if len(matches) == 1:
+            return table.by_version[matches[0]]
+        if matches:
+            raise RequestError(
+                f"version '{requested}' is ambiguous on this endpoint; name one of: "
+                + ", ".join(matches),
+                404,
+            )
+        routed = ", ".join(table.by_version) or "none"
+        raise RequestError(
+            f"version '{requested}' is not routed on this endpoint; routed versions: {routed}",
+            404,
+        )
+
+    @staticmethod
     def _sticky_key(table: RouteTable, headers: Headers) -> str | None:
         if table.sticky_header is not None:
             value = header(headers, table.sticky_header.lower().encode())
@@ -315,7 +353,7 @@ class Gateway:
         path = scope["path"]
         # One snapshot of the table per request: a concurrent swap never splits a request.
         table = self.table
-        route = self._pick(table, headers)
+        route = self._named_route(table, path, headers) or self._pick(table, headers)
         inference = method == "POST" and (path == "/invocations" or path.endswith("/infer"))
         series = self.metrics.variant(route.version, route.role) if inference else None
         if series is not None:
@@ -339,7 +377,13 @@ class Gateway:
                 target += b"?" + scope["query_string"]
             try:
                 response = await self.client.request_any(
-                    route.upstreams, method, target, forward, body, self.settings.upstream_timeout
+                    route.upstreams,
+                    # A HEAD answer has no body to read: ask with GET, the caller gets the head.
+                    "GET" if method == "HEAD" else method,
+                    target,
+                    forward,
+                    body,
+                    self.settings.upstream_timeout,
                 )
             except TimeoutError:
                 status = 504
@@ -372,7 +416,14 @@ class Gateway:
         if series is not None:
             series.in_flight -= 1
         if payload is not None:
-            await respond(send, status, payload, response_headers)
+            # Version servers answer uncompressed (Accept-Encoding stays here), so shadows and the
+            # prediction log read their answers; the caller gets the coding it asked for.
+            await respond(
+                send,
+                status,
+                compress_response(headers, payload, response_headers),
+                response_headers,
+            )
         if series is not None:
             series.record_request(status, perf_counter() - started)
         if inference and self.prediction_log is not None and payload is not None:
@@ -386,10 +437,17 @@ class Gateway:
                 invocation=path == "/invocations",
                 body=payload if status == 200 else None,
                 header_length=_length(response) if response is not None else None,
-                inputs=body if body and log.wants_inputs() else None,
+                inputs=self._logged_inputs(headers, body) if body and log.wants_inputs() else None,
             )
         if inference and status == 200 and table.shadows:
             self._mirror(table, route, target, forward, body, response, identifier)
+
+    def _logged_inputs(self, headers: Headers, body: bytes) -> bytes | None:
+        """The request body as the prediction log reads it (compressed bodies inflated)."""
+        try:
+            return decode_body(headers, body, self.settings.max_body_bytes)
+        except RequestError:
+            return None
 
     def _mirror(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
+import orjson
 
 logger = logging.getLogger("modeldeck.http")
 
@@ -31,16 +32,46 @@ REASONS = {
     401: b"Unauthorized",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     409: b"Conflict",
     413: b"Content Too Large",
+    414: b"URI Too Long",
+    415: b"Unsupported Media Type",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    507: b"Insufficient Storage",
 }
 # Pipelined requests beyond this many pause reading until the queue drains.
 MAX_QUEUED_REQUESTS = 32
 INTERNAL_ERROR = b'{"error":"internal server error"}'
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one anonymous client may make the server hold or wait for.
+
+    Every byte of a request head is held until the head is complete, so the request line and
+    the headers are bounded; a client that sends its head slowly (slowloris) is cut off after
+    header_timeout seconds however steadily it trickles; an idle keep-alive connection is
+    closed after idle_timeout; connections beyond max_connections are answered 503 and closed.
+    """
+
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    max_connections: int = 1024
+
+
+class _HeadRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass(slots=True)
@@ -64,16 +95,29 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
-        self.target = b""
+        self.limits = server.limits
+        self.target_parts: list[bytes] = []
+        self.target_size = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        # Inside a request head (from its first byte to its blank line), the bytes received
+        # after the read it began in, and whether a head began in the current read.
+        self.in_head = False
+        self.head_bytes = 0
+        self.began = False
+        self.header_timer: asyncio.TimerHandle | None = None
         self.request: _Request | None = None
         self.queue: deque[_Request] = deque()
         self.running = False
         self.closed = False
         self.closing = False
         self.reading = True
+        self.loop = asyncio.get_running_loop()
+        # One idle timer per connection, re-armed lazily: a request only notes the time it
+        # finished (or that it is busy), instead of cancelling and scheduling a timer each time.
         self.idle_timer: asyncio.TimerHandle | None = None
-        self.disconnected = asyncio.get_running_loop().create_future()
+        self.idle_since: float | None = None
+        self.disconnected = self.loop.create_future()
 
     # asyncio callbacks
 
@@ -82,6 +126,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.client = transport.get_extra_info("peername")
         self.local = transport.get_extra_info("sockname")
+        if len(self.server.connections) >= self.limits.max_connections:
+            self._reject(503, b'{"error":"too many connections; try again later"}')
+            return
         self.server.connections.add(self)
         self._arm_idle_timer()
 
@@ -89,19 +136,45 @@ class _Connection(asyncio.Protocol):
         """Forget the connection; a running request sees http.disconnect."""
         self.closed = True
         self.server.connections.discard(self)
-        self._cancel_idle_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self._cancel_header_timer()
         if not self.disconnected.done():
             self.disconnected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser."""
+        if self.closed:
+            return
         self._cancel_idle_timer()
+        self.began = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, b'{"error":"protocol upgrades are not supported"}')
+        except httptools.HttpParserCallbackError as error:
+            refused = error.__context__ or error.__cause__
+            if not isinstance(refused, _HeadRefused):
+                raise
+            self._reject(refused.status, orjson.dumps({"error": refused.message}))
         except httptools.HttpParserError:
             self._reject(400, b'{"error":"malformed HTTP request"}')
+        if self.in_head and not self.closed:
+            if not self.began:
+                # The head began before this data, so all of it belongs to the head: httptools
+                # holds it until the head completes. (The chunk a head begins in is not counted:
+                # the bound is the limit plus one read.)
+                self.head_bytes += len(data)
+                if (
+                    self.head_bytes
+                    > self.limits.max_request_line_bytes + self.limits.max_header_bytes
+                ):
+                    self._reject(431, self._too_large_head())
+            if self.header_timer is None and not self.closed:
+                self.header_timer = self.loop.call_later(
+                    self.limits.header_timeout, self._head_timed_out
+                )
         if not self.running and not self.closed:
             # a request still arriving gets the idle timeout between its packets
             self._arm_idle_timer()
@@ -110,22 +183,43 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         """A new request starts."""
-        self.target = b""
+        self.target_parts = []
+        self.target_size = 0
         self.headers = []
+        self.header_bytes = 0
+        self.head_bytes = 0
+        self.in_head = True
+        self.began = True
 
     def on_url(self, url: bytes) -> None:
-        """Part of the request target."""
-        self.target += url
+        """Part of the request target (httptools may deliver it in pieces)."""
+        self.target_size += len(url)
+        if self.target_size > self.limits.max_request_line_bytes:
+            raise _HeadRefused(
+                414,
+                f"the request target is longer than the limit of "
+                f"{self.limits.max_request_line_bytes} bytes",
+            )
+        self.target_parts.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header, names lower-cased as in ASGI."""
+        self.header_bytes += len(name) + len(value) + 4
+        if len(self.headers) >= self.limits.max_headers:
+            raise _HeadRefused(
+                431, f"the request has more than the limit of {self.limits.max_headers} headers"
+            )
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _HeadRefused(431, self._too_large_head().decode())
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         """The request head is complete."""
+        self.in_head = False
+        self._cancel_header_timer()
         request = _Request(
             method=self.parser.get_method().decode(),
-            target=self.target,
+            target=b"".join(self.target_parts),
             headers=self.headers,
             http_version=self.parser.get_http_version(),
             keep_alive=self.parser.should_keep_alive(),
@@ -165,7 +259,7 @@ class _Connection(asyncio.Protocol):
             self.reading = False
         if not self.running:
             self.running = True
-            asyncio.get_running_loop().create_task(self._run_queue())
+            self.loop.create_task(self._run_queue())
 
     async def _run_queue(self) -> None:
         try:
@@ -276,18 +370,47 @@ class _Connection(asyncio.Protocol):
             )
         self.close()
 
+    def _too_large_head(self) -> bytes:
+        return orjson.dumps(
+            {
+                "error": f"the request headers are larger than the limit of "
+                f"{self.limits.max_header_bytes} bytes"
+            }
+        )
+
+    def _head_timed_out(self) -> None:
+        self.header_timer = None
+        if self.in_head:
+            self._reject(408, b'{"error":"the request head did not arrive in time"}')
+
+    def _cancel_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
     # lifecycle
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        self.idle_timer = asyncio.get_running_loop().call_later(
-            self.server.keep_alive_seconds, self.close
-        )
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.limits.idle_timeout, self._idle_check)
 
     def _cancel_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = None
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.closed:
+            return
+        if self.idle_since is None:
+            # busy now: look again one timeout later
+            self.idle_timer = self.loop.call_later(self.limits.idle_timeout, self._idle_check)
+            return
+        remaining = self.idle_since + self.limits.idle_timeout - self.loop.time()
+        if remaining <= 0:
+            self.close()
+        else:
+            self.idle_timer = self.loop.call_later(remaining, self._idle_check)
 
     def shutdown(self) -> None:
         """Close now if idle, else after the requests already received."""
@@ -297,7 +420,10 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection."""
-        self._cancel_idle_timer()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self._cancel_header_timer()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -313,14 +439,20 @@ class HttpServer:
         host: str,
         port: int,
         max_body_bytes: int,
-        keep_alive_seconds: float = 75.0,
+        limits: Limits | None = None,
         drain_seconds: float = 30.0,
+        reuse_port: bool = False,
+        unix_path: str | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
-        self.keep_alive_seconds = keep_alive_seconds
+        self.limits = limits or Limits()
+        # Several worker processes share one port (SO_REUSEPORT; the kernel spreads new
+        # connections); each also listens on a private unix socket its siblings reach it by.
+        self.reuse_port = reuse_port
+        self.unix_path = unix_path
         self.drain_seconds = drain_seconds
         self.connections: set[_Connection] = set()
         self.in_flight = 0
@@ -349,15 +481,27 @@ class HttpServer:
         lifespan = _Lifespan(self.app)
         if not await lifespan.startup():
             return 1
-        listener = await self.loop.create_server(
-            lambda: _Connection(self), self.host, self.port, backlog=2048, reuse_address=True
-        )
+        listeners = [
+            await self.loop.create_server(
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                backlog=2048,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+            )
+        ]
+        if self.unix_path is not None:
+            listeners.append(
+                await self.loop.create_unix_server(lambda: _Connection(self), self.unix_path)
+            )
         for number in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(number, self.exit_requested.set)
         logger.info("listening on http://%s:%d", self.host, self.port)
         await self.exit_requested.wait()
         self.exiting = True
-        listener.close()
+        for listener in listeners:
+            listener.close()
         for connection in list(self.connections):
             connection.shutdown()
         deadline = self.loop.time() + self.drain_seconds

@@ -112,6 +112,11 @@ class FeatureGroup:
         self.counts = np.zeros((len(names), width + 1), dtype=np.int64)
         self.sums = np.zeros(len(names))
         self.offsets = np.arange(len(names), dtype=np.intp) * (width + 1)
+        # Default features all share one set of bounds: one searchsorted over the whole batch
+        # replaces a comparison of every value with every bound.
+        first = self.bound_lists[0]
+        shared = all(feature == first for feature in self.bound_lists)
+        self.shared_bounds = np.array(first, dtype=np.float64) if shared else None
         # Small batches are counted here in plain Python and merged into the arrays on scrape.
         self.column_list = columns
         self.max_column = max(columns) if columns else 0
@@ -138,7 +143,9 @@ class FeatureGroup:
             return
         matrix = matrix.astype(np.float64, copy=False)
         finite = np.isfinite(matrix)
-        if matrix.size * self.bounds.shape[1] <= BROADCAST_LIMIT:
+        if self.shared_bounds is not None:
+            indexes = np.searchsorted(self.shared_bounds, matrix, side="left")
+        elif matrix.size * self.bounds.shape[1] <= BROADCAST_LIMIT:
             indexes = (matrix[:, :, None] > self.bounds[None, :, :]).sum(axis=2)
         else:
             indexes = np.empty(matrix.shape, dtype=np.intp)
@@ -264,11 +271,20 @@ class VariantMetrics:
         self.request_duration.observe(seconds)
 
     def record_batch(
-        self, feeds: dict[str, np.ndarray], outputs: dict[str, Any], rows: int, seconds: float
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: dict[str, Any],
+        rows: int | list[int],
+        seconds: float,
     ) -> None:
-        """Count one successful inference: duration, rows, features and predictions."""
+        """Count one successful onnxruntime call: its duration, the rows of each request it
+        answered (several when requests were batched), features and predictions."""
         self.inference_duration.observe(seconds)
-        self.batch_rows.observe(rows)
+        if isinstance(rows, int):
+            self.batch_rows.observe(rows)
+        else:
+            for count in rows:
+                self.batch_rows.observe(count)
         for group in self.feature_groups:
             array = feeds.get(group.input_name)
             if array is not None:
@@ -301,6 +317,8 @@ class ServingMetrics:
         self.variants: dict[tuple[str, str], VariantMetrics] = {}
         self.shadows: dict[tuple[str, str], ShadowMetrics] = {}
         self.shadow_dropped = 0
+        # Set by a version server whose start-up smoke inference failed but which serves anyway.
+        self.smoke_warning: str | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
@@ -399,6 +417,14 @@ class _Collector:
         if self.metrics.component == "server":
             yield from (inference_duration, batch_rows, feature_value, feature_category)
             yield from (predictions, prediction_value)
+            smoke = GaugeMetricFamily(
+                "modeldeck_smoke_failed",
+                "1 when the start-up smoke inference failed and the server serves anyway.",
+                labels=BASE_LABELS,
+            )
+            for variant in variants:
+                smoke.add_metric(variant.labels, 0 if self.metrics.smoke_warning is None else 1)
+            yield smoke
         else:
             yield from self._shadow_families()
 
@@ -458,3 +484,55 @@ def _add_buckets(
         family.samples.append(
             Sample(f"{family.name}_count", dict(zip(names, labels, strict=True)), buckets[-1][1])
         )
+
+
+# Samples that describe one process rather than count events: the merged value is the smallest
+# (start time) or the largest (flags), not the sum.
+_MERGE_MIN = frozenset({"process_start_time_seconds"})
+_MERGE_MAX = frozenset({"modeldeck_smoke_failed", "process_max_fds"})
+
+
+def merge_expositions(texts: Sequence[bytes]) -> bytes:
+    """One exposition for a version served by several worker processes.
+
+    Each worker counts what it served; a scrape, whichever worker it reaches, must see the
+    whole version, so counters, histogram buckets and sums, in-flight gauges and memory add up
+    across workers (a start time takes the earliest, a flag the largest).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type
+                )
+                values[family.name] = {}
+            samples = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                previous = samples.get(key)
+                if previous is None:
+                    samples[key] = sample.value
+                elif sample.name in _MERGE_MIN:
+                    samples[key] = min(previous, sample.value)
+                elif sample.name in _MERGE_MAX:
+                    samples[key] = max(previous, sample.value)
+                else:
+                    samples[key] = previous + sample.value
+    registry = CollectorRegistry(auto_describe=False)
+
+    class _Merged:
+        def collect(self) -> Iterator[Metric]:
+            for name, family in families.items():
+                family.samples = [
+                    Sample(sample_name, dict(labels), value)
+                    for (sample_name, labels), value in values[name].items()
+                ]
+                yield family
+
+    registry.register(_Merged())
+    return generate_latest(registry)

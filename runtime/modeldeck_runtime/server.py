@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from modeldeck_runtime.asgi import (
     Receive,
     Scope,
     Send,
+    compress_response,
+    decode_body,
     error_body,
     header,
     read_body,
@@ -30,25 +33,33 @@ from modeldeck_runtime.asgi import (
     respond,
     run_lifespan,
 )
+from modeldeck_runtime.batching import Batcher
 from modeldeck_runtime.codec import (
-    JSON_OPTIONS,
+    NonFinite,
     RequestError,
     encode_infer_response,
     invocation_value,
     load_json,
     parse_infer_request,
 )
-from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics
+from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics, merge_expositions
 from modeldeck_runtime.profile import configure_tracking, load_profile
 from modeldeck_runtime.signature import (
+    DYNAMIC,
     Signature,
     bind_invocation,
     bind_request,
     read_signature,
     smoke_inputs,
 )
+from modeldeck_runtime.versions import names_version, split_versioned_path
 
 logger = logging.getLogger("modeldeck.server")
+
+WORKER_LOCAL_HEADER = b"x-modeldeck-worker-local"
+SMOKE_FILE = "smoke.json"
+SMOKE_MAX_ROWS = 8
+OUT_OF_MEMORY = "this inference needs more memory than this server may use; send fewer rows"
 
 # Small batches run on the event loop: a hop to a worker thread costs more than they do.
 INLINE_ELEMENTS = 16384
@@ -66,6 +77,17 @@ class ServerSettings:
     max_rows: int = 10000
     max_body_bytes: int = 32 * 1024 * 1024
     threads: int = 0
+    # An inference whose outputs add up to more is answered 507, not served.
+    max_output_bytes: int = 64 * 1024 * 1024
+    # With several worker processes on one port: the unix sockets of the other workers (their
+    # metrics join this one's) and whether to load the model before listening (a worker that
+    # is not the first must not take connections it cannot serve yet).
+    sibling_sockets: tuple[str, ...] = ()
+    load_before_listening: bool = False
+    # Opt-in dynamic batching (0: off): requests with fewer rows wait up to the delay for others
+    # and run in one onnxruntime call of at most this many rows.
+    batch_max_rows: int = 0
+    batch_max_delay_us: int = 500
 
 
 @dataclass(frozen=True)
@@ -89,25 +111,25 @@ class VersionServer:
         self.settings = settings
         self.on_load_failure = on_load_failure
         self.model: LoadedModel | None = None
+        self.batcher: Batcher | None = None
         self.load_error: BaseException | None = None
         self._loading: asyncio.Future[None] | None = None
+        self._all_listening = not settings.sibling_sockets
         self.metrics = ServingMetrics(endpoint=settings.endpoint, component="server")
         self.series = self.metrics.variant(settings.model_version, settings.variant)
         self.version_header = (b"x-model-version", settings.model_version.encode())
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
         model_path = f"/v2/models/{settings.model_name}"
-        version_path = f"{model_path}/versions/{settings.model_version}"
         self.routes: dict[str, tuple[str, str]] = {
             "/v2/health/live": ("GET", "live"),
             "/v2/health/ready": ("GET", "ready"),
             "/v2": ("GET", "server_metadata"),
             "/metrics": ("GET", "metrics"),
             "/invocations": ("POST", "invocations"),
+            model_path: ("GET", "model_metadata"),
+            f"{model_path}/ready": ("GET", "model_ready"),
+            f"{model_path}/infer": ("POST", "infer"),
         }
-        for prefix in (model_path, version_path):
-            self.routes[prefix] = ("GET", "model_metadata")
-            self.routes[f"{prefix}/ready"] = ("GET", "model_ready")
-            self.routes[f"{prefix}/infer"] = ("POST", "infer")
         self.server_metadata = orjson.dumps(
             {
                 "name": "modeldeck-runtime",
@@ -133,19 +155,67 @@ class VersionServer:
         )
         signature = read_signature(session)
         profile = load_profile(settings.model_dir / "reference.json")
-        session.run(None, smoke_inputs(signature))
+        smoke_warning = self._smoke(session, signature)
         configure_tracking(self.series, signature, profile)
-        metadata = orjson.dumps(
-            {
-                "name": settings.model_name,
-                "versions": [settings.model_version],
-                "platform": "onnxruntime",
-                "inputs": [spec.metadata() for spec in signature.inputs],
-                "outputs": [spec.metadata() for spec in signature.outputs],
-            }
-        )
+        document: dict[str, Any] = {
+            "name": settings.model_name,
+            "versions": [settings.model_version],
+            "platform": "onnxruntime",
+            "inputs": [spec.metadata() for spec in signature.inputs],
+            "outputs": [spec.metadata() for spec in signature.outputs],
+        }
+        if smoke_warning is not None:
+            document["parameters"] = {"smoke_warning": smoke_warning}
+        self.metrics.smoke_warning = smoke_warning
+        metadata = orjson.dumps(document)
         self.model = LoadedModel(session, signature, signature.output_names(), metadata)
+        self.batcher = self._batcher(signature)
         logger.info("model %s version %s is ready", settings.model_name, settings.model_version)
+
+    def _batcher(self, signature: Signature) -> Batcher | None:
+        settings = self.settings
+        if not settings.batch_max_rows:
+            return None
+        if not all(spec.shape and spec.shape[0] == DYNAMIC for spec in signature.inputs):
+            logger.warning("dynamic batching is off: an input has no dynamic first dimension")
+            return None
+        return Batcher(
+            self._batch_run,
+            self._record,
+            settings.batch_max_rows,
+            settings.batch_max_delay_us / 1e6,
+        )
+
+    def _smoke(self, session: onnxruntime.InferenceSession, signature: Signature) -> str | None:
+        """Run the start-up smoke inference; the warning to show when a zeros smoke failed.
+
+        With `smoke.json` (a v2 request built from the version's reference rows), a failure
+        refuses the start: those are rows the model must answer. Without it, rows of zeros may
+        be out of the model's domain (a log of zero, a category that does not exist), so a
+        failure only warns once the model has loaded.
+        """
+        path = self.settings.model_dir / SMOKE_FILE
+        if path.is_file():
+            body = path.read_bytes()
+            if len(body) > self.settings.max_body_bytes:
+                raise ValueError(f"{SMOKE_FILE} is larger than the body limit")
+            try:
+                request = parse_infer_request(body, None)
+                feeds, _ = bind_request(signature, request, SMOKE_MAX_ROWS)
+            except RequestError as error:
+                raise ValueError(f"{SMOKE_FILE} is not a valid request: {error.message}") from None
+            try:
+                session.run(None, feeds)
+            except Exception as error:
+                raise ValueError(f"the smoke inference of {SMOKE_FILE} failed: {error}") from None
+            return None
+        try:
+            session.run(None, smoke_inputs(signature))
+        except Exception as error:
+            warning = f"the smoke inference with rows of zeros failed: {error}"[:500]
+            logger.warning("%s (serving anyway: the model loaded)", warning)
+            return warning
+        return None
 
     def _load_or_report(self) -> None:
         try:
@@ -159,6 +229,10 @@ class VersionServer:
     async def _startup(self) -> None:
         # Loading runs in the background so /v2/health/live answers while a big model loads.
         self._loading = asyncio.get_running_loop().run_in_executor(None, self._load_or_report)
+        if self.settings.load_before_listening:
+            await self._loading
+            if self.load_error is not None:
+                raise RuntimeError(f"could not load the model: {self.load_error}")
 
     async def _shutdown(self) -> None:
         self.executor.shutdown(wait=True)
@@ -179,43 +253,82 @@ class VersionServer:
             self.version_header,
         ]
         path = scope["path"]
-        route = self.routes.get(path.rstrip("/") or "/")
         try:
-            if route is None:
-                raise RequestError(self._not_found(path), 404)
+            route = self.routes.get(path.rstrip("/") or "/") or self._versioned_route(path)
             method, action = route
-            if scope["method"] != method:
+            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
+                response_headers.append(
+                    (b"allow", b"GET, HEAD" if method == "GET" else method.encode())
+                )
                 raise RequestError(f"method {scope['method']} is not allowed on {path}", 405)
             pinned = header(headers, b"x-model-version")
-            if (
-                pinned is not None
-                and pinned.decode(errors="replace") != self.settings.model_version
-            ):
-                raise RequestError(
-                    f"this server serves version '{self.settings.model_version}', "
-                    f"not '{pinned.decode(errors='replace')}'",
-                    404,
-                )
+            if pinned is not None:
+                self._check_version(pinned.decode(errors="replace").strip())
             if action in ("infer", "invocations"):
                 await self.infer(headers, receive, send, response_headers, action)
+                return
+            if action == "metrics" and self.settings.sibling_sockets:
+                response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
+                status, body = 200, await self._all_workers_metrics(headers)
+                body = compress_response(headers, body, response_headers)
+                await respond(send, status, body, response_headers)
                 return
             status, body = self._answer_get(action, response_headers)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
+        body = compress_response(headers, body, response_headers)
         await respond(send, status, body, response_headers)
 
-    def _not_found(self, path: str) -> str:
+    def _versioned_route(self, path: str) -> tuple[str, str]:
+        """The route of `/v2/models/{m}/versions/{v}[/ready|/infer]`, or a 404 that says why."""
         name = self.settings.model_name
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            if parts[2] != name:
-                return f"unknown model '{parts[2]}'; this server serves '{name}'"
-            if len(parts) >= 5 and parts[3] == "versions":
-                return (
-                    f"model '{name}' has no version '{parts[4]}'; this server serves "
-                    f"version '{self.settings.model_version}'"
+        versioned = split_versioned_path(path)
+        if versioned is not None:
+            model, version, rest = versioned
+            if model == name:
+                self._check_version(version)
+                route = self.routes.get(
+                    f"/v2/models/{name}/{rest}" if rest else f"/v2/models/{name}"
                 )
-        return f"no route for {path}"
+                if route is not None:
+                    return route
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v2", "models"] and len(parts) >= 3 and parts[2] != name:
+            raise RequestError(f"unknown model '{parts[2]}'; this server serves '{name}'", 404)
+        raise RequestError(f"no route for {path}", 404)
+
+    def _check_version(self, requested: str) -> None:
+        served = self.settings.model_version
+        if not names_version(requested, served):
+            raise RequestError(
+                f"model '{self.settings.model_name}' has no version '{requested}'; "
+                f"versions that exist: {served}",
+                404,
+            )
+
+    async def _all_workers_metrics(self, headers: Headers) -> bytes:
+        """This worker's metrics merged with its siblings' (only its own when a sibling asks)."""
+        own = self.metrics.render()
+        if header(headers, WORKER_LOCAL_HEADER) is not None:
+            return own
+        texts = [own]
+        answers = await asyncio.gather(
+            *(_fetch_local_metrics(path) for path in self.settings.sibling_sockets),
+            return_exceptions=True,
+        )
+        for path, answer in zip(self.settings.sibling_sockets, answers, strict=True):
+            if isinstance(answer, bytes):
+                texts.append(answer)
+            else:
+                logger.warning("no metrics from the worker at %s: %s", path, answer)
+        return merge_expositions(texts)
+
+    def _workers_listening(self) -> bool:
+        """Every sibling worker has loaded the model and listens (it binds only then)."""
+        if self._all_listening:
+            return True
+        self._all_listening = all(os.path.exists(path) for path in self.settings.sibling_sockets)
+        return self._all_listening
 
     def _answer_get(self, action: str, response_headers: Headers) -> tuple[int, bytes]:
         if action == "live":
@@ -227,7 +340,7 @@ class VersionServer:
             return 200, self.server_metadata
         model = self.model
         if action in ("ready", "model_ready"):
-            if model is None:
+            if model is None or not self._workers_listening():
                 return 503, b'{"ready":false}'
             return 200, b'{"ready":true}'
         if model is None:
@@ -255,6 +368,7 @@ class VersionServer:
             logger.exception("inference failed")
             status, body = 500, error_body(f"inference failed: {error}")
         series.in_flight -= 1
+        body = compress_response(headers, body, response_headers)
         await respond(send, status, body, response_headers)
         series.record_request(status, perf_counter() - started)
 
@@ -265,7 +379,11 @@ class VersionServer:
         model = self.model
         if model is None:
             raise RequestError("the model is still loading", 503)
-        body = await read_body(headers, receive, settings.max_body_bytes)
+        body = decode_body(
+            headers,
+            await read_body(headers, receive, settings.max_body_bytes),
+            settings.max_body_bytes,
+        )
         if action == "infer":
             request = parse_infer_request(body, _header_length(headers))
             feeds, rows = bind_request(model.signature, request, settings.max_rows)
@@ -286,32 +404,107 @@ class VersionServer:
                     (b"inference-header-content-length", str(header_length).encode())
                 )
             return 200, answer
-        document = {"outputs": {name: invocation_value(outputs[name]) for name in wanted}}
-        return 200, orjson.dumps(document, option=JSON_OPTIONS)
+        nonfinite = NonFinite()
+        document = {
+            "outputs": {name: nonfinite.hold(invocation_value(outputs[name])) for name in wanted}
+        }
+        return 200, nonfinite.dumps(document)
 
     async def _run(
         self, model: LoadedModel, feeds: dict[str, np.ndarray], wanted: list[str], rows: int
     ) -> dict[str, Any]:
+        batcher = self.batcher
+        if batcher is not None and rows < self.settings.batch_max_rows:
+            outputs = await batcher.submit(feeds, rows)
+            self._check_output_size(outputs)
+            return outputs
         names = list(wanted)
         prediction = self.series.prediction
         if prediction is not None and prediction.output not in names:
             # the prediction output is always computed so that its metrics stay complete
             names.append(prediction.output)
+        outputs, seconds = await self._session_run(model, names, feeds)
+        self._check_output_size(outputs)
+        self._record(feeds, outputs, [rows], seconds)
+        return outputs
+
+    async def _session_run(
+        self, model: LoadedModel, names: list[str], feeds: dict[str, np.ndarray]
+    ) -> tuple[dict[str, Any], float]:
         elements = sum(array.size for array in feeds.values())
-        if elements <= INLINE_ELEMENTS:
-            values, seconds = _timed_run(model.session, names, feeds)
-        else:
-            loop = asyncio.get_running_loop()
-            values, seconds = await loop.run_in_executor(
-                self.executor, _timed_run, model.session, names, feeds
+        try:
+            if elements <= INLINE_ELEMENTS:
+                values, seconds = _timed_run(model.session, names, feeds)
+            else:
+                loop = asyncio.get_running_loop()
+                values, seconds = await loop.run_in_executor(
+                    self.executor, _timed_run, model.session, names, feeds
+                )
+        except MemoryError:
+            raise RequestError(OUT_OF_MEMORY, 507) from None
+        except Exception as error:
+            if _is_allocation_failure(error):
+                raise RequestError(OUT_OF_MEMORY, 507) from None
+            raise
+        return dict(zip(names, values, strict=True)), seconds
+
+    async def _batch_run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], float]:
+        model = self.model
+        assert model is not None  # batching starts only once the model is loaded
+        return await self._session_run(model, model.output_names, feeds)
+
+    def _check_output_size(self, outputs: dict[str, Any]) -> None:
+        size = sum(value.nbytes for value in outputs.values() if isinstance(value, np.ndarray))
+        if size > self.settings.max_output_bytes:
+            raise RequestError(
+                f"the outputs of this inference take {size} bytes, more than the limit of "
+                f"{self.settings.max_output_bytes} bytes; send fewer rows",
+                507,
             )
-        outputs = dict(zip(names, values, strict=True))
+
+    def _record(
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: dict[str, Any],
+        rows: list[int],
+        seconds: float,
+    ) -> None:
         try:
             self.series.record_batch(feeds, outputs, rows, seconds)
         except Exception:
             # metrics must never cost a caller their answer
             logger.exception("could not record the metrics of a batch")
-        return outputs
+
+
+async def _fetch_local_metrics(path: str) -> bytes:
+    """GET /metrics from a sibling worker over its unix socket: its own series only."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+    try:
+        writer.write(
+            b"GET /metrics HTTP/1.1\r\nhost: worker\r\n%s: 1\r\nconnection: close\r\n\r\n"
+            % WORKER_LOCAL_HEADER
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise OSError(f"the worker answered {head[:40]!r}")
+    return body
+
+
+def _is_allocation_failure(error: Exception) -> bool:
+    """onnxruntime reports a failed allocation as a RuntimeException naming it."""
+    text = str(error).lower()
+    return any(
+        sign in text
+        for sign in (
+            "bad_alloc",
+            "failed to allocate",
+            "allocate memory",
+            "exceeds the supported maximum",
+        )
+    )
 
 
 def _timed_run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,10 +41,22 @@ MLP_INPUTS = 100
 
 
 def free_port() -> int:
-    """A port that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port that nothing listens on right now, from LOCAL_TARGET_PORT_RANGE when it is set."""
+    span = os.environ.get("LOCAL_TARGET_PORT_RANGE", "")
+    if span:
+        low, _, high = span.partition("-")
+        candidates = list(range(int(low), int(high) + 1))
+        random.shuffle(candidates)
+    else:
+        candidates = [0]
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError(f"no free port in {span}")
 
 
 def request(
@@ -239,3 +252,29 @@ def metric(
         if sample_name == name and labels.items() <= dict(sample_labels).items():
             total += value
     return total
+
+
+def median_health_seconds(url: str, count: int = 21) -> float:
+    """Median time of a GET /v2/health/live on a fresh connection (a baseline to compare with)."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        status, _, _ = request("GET", url + "/v2/health/live")
+        times.append(time.perf_counter() - started)
+        assert status == 200
+    return sorted(times)[count // 2]
+
+
+def stays_healthy(url: str, baseline: float, factor: float = 10.0) -> None:
+    """The server still answers health checks within factor x its own baseline latency."""
+    after = median_health_seconds(url)
+    assert after < baseline * factor, f"health checks slowed from {baseline:.5f}s to {after:.5f}s"
+
+
+def rss_megabytes(pid: int) -> float:
+    """Resident memory of a process."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

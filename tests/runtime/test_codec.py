@@ -211,3 +211,18 @@ def test_binary_request_parses_inputs_in_order():
     parsed = parse_infer_request(body, len(header))
     assert [raw.name for raw in parsed.inputs] == ["a", "b"]
     assert parsed.inputs[0].binary == first.tobytes()
+
+
+def test_flat_float_lists_convert_exactly_and_refuse_what_they_did_before():
+    from modeldeck_runtime.codec import RequestError, decode_values
+
+    values = [0.1, -2.5, 3, 1e-40, 3.4028235e38, float("nan")]
+    for datatype, dtype in (("FP32", np.float32), ("FP64", np.float64), ("FP16", np.float16)):
+        with np.errstate(over="ignore"):  # 3.4e38 is inf in FP16, on both paths
+            decoded = decode_values("x", datatype, values)
+            expected = np.asarray(values).astype(dtype)
+        assert decoded.dtype == dtype
+        assert np.array_equal(decoded, expected, equal_nan=True)
+    for refused in ([True, False], ["1.5"], [1.0, "a"], [1.0, None], [10**400]):
+        with pytest.raises(RequestError):
+            decode_values("x", "FP32", refused)

@@ -246,3 +246,29 @@ def test_categorical_features_and_bad_profile_entries(identity_dir, tmp_path):
         assert "far" not in features
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_feature_buckets_match_a_value_by_value_count(shared):
+    """Both batch paths (one shared set of bounds, or per-feature bounds) count like bisect."""
+    from bisect import bisect_left
+
+    from modeldeck_runtime.metrics import FeatureGroup
+
+    bounds = [[-1.0, 0.0, 0.5, 2.0]] * 3 if shared else [[-1.0, 0.0], [0.5, 2.0, 3.0], [0.0]]
+    group = FeatureGroup("X", ["a", "b", "c"], [0, 2, 4], bounds)
+    assert (group.shared_bounds is not None) == shared
+    generator = np.random.default_rng(5)
+    batch = generator.choice([-1.0, 0.0, 0.5, 2.0, 3.0, -7.0, 9.0, np.nan, np.inf], (200, 5))
+    batch[:, 1] = generator.standard_normal(200)
+    group.observe(batch.astype(np.float32))
+    for feature, column in enumerate([0, 2, 4]):
+        expected = np.zeros(len(group.bound_lists[feature]) + 1, dtype=np.int64)
+        for value in batch[:, column]:
+            if np.isfinite(value):
+                expected[bisect_left(group.bound_lists[feature], value)] += 1
+        counts, total = group.totals(feature)
+        assert counts[: len(expected)].tolist() == expected.tolist()
+        assert counts[len(expected) :].sum() == 0
+        finite = batch[:, column][np.isfinite(batch[:, column])]
+        assert total == pytest.approx(float(finite.sum()))

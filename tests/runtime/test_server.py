@@ -254,7 +254,7 @@ def test_unknown_model_version_and_route_answer_404(iris_server):
     cases = {
         "/v2/models/other": "unknown model 'other'; this server serves 'iris'",
         "/v2/models/iris/versions/9/infer": (
-            "model 'iris' has no version '9'; this server serves version '1'"
+            "model 'iris' has no version '9'; versions that exist: 1"
         ),
         "/nowhere": "no route for /nowhere",
     }
@@ -271,7 +271,9 @@ def test_pinning_another_version_at_a_server_answers_404(iris_server):
         "POST", iris_server.url + IRIS_INFER, body, {"X-Model-Version": "2"}
     )
     assert status == 404
-    assert json.loads(payload) == {"error": "this server serves version '1', not '2'"}
+    assert json.loads(payload) == {
+        "error": "model 'iris' has no version '2'; versions that exist: 1"
+    }
     status, _, _ = request("POST", iris_server.url + IRIS_INFER, body, {"X-Model-Version": "1"})
     assert status == 200
 
