@@ -20,6 +20,7 @@ from accounts.models import Role, Team
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from deployments.access import key_required_by_default
 from deployments.models import (
     DeploymentEvent,
     Endpoint,
@@ -355,7 +356,11 @@ def endpoint_create(
     try:
         with transaction.atomic():
             endpoint = Endpoint.objects.create(
-                team_id=target.team_id, name=name, target=target, created_by=actor.user
+                team_id=target.team_id,
+                name=name,
+                target=target,
+                created_by=actor.user,
+                require_key=key_required_by_default(target.kind),
             )
     except IntegrityError:
         raise ApplicationError(

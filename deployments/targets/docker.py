@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from common.credentials import CredentialError, credential_environment, credential_file
+from deployments.access import endpoint_access_document
 from deployments.targets.base import (
     LABEL_ENDPOINT,
     LABEL_INSTALLATION,
@@ -749,6 +750,7 @@ class DockerDriver(TargetDriver):
             routes=routes,
             generation=generation,
             sticky=sticky,
+            access=endpoint_access_document(endpoint),
         )
 
     # --- stopping ---

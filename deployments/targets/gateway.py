@@ -16,9 +16,14 @@ _client = httpx.Client(trust_env=False)
 
 
 def route_table_document(
-    *, routes: list[Route], generation: int, sticky: dict[str, str] | None
+    *,
+    routes: list[Route],
+    generation: int,
+    sticky: dict[str, str] | None,
+    access: dict | None = None,
 ) -> dict:
-    """The body of `PUT /-/routes` for these routes."""
+    """The body of `PUT /-/routes` for these routes (with the endpoint's `access` part, see
+    deployments.access.endpoint_access_document, when given)."""
     entries = []
     for route in routes:
         entry = {
@@ -30,7 +35,31 @@ def route_table_document(
         if route.role == "shadow":
             entry["mirror_percent"] = route.mirror_percent
         entries.append(entry)
-    return {"generation": generation, "sticky": sticky or None, "routes": entries}
+    document = {"generation": generation, "sticky": sticky or None, "routes": entries}
+    if access is not None:
+        document["access"] = access
+    return document
+
+
+def same_route_table(live: dict | None, expected: dict) -> bool:
+    """Whether the table a gateway serves has the content of the expected one: the same routes,
+    sticky key, generation and access (key requirement and key digests), in any order."""
+    from modeldeck_runtime.keys import AccessError, parse_access
+    from modeldeck_runtime.routing import TableError, parse_table
+
+    if live is None:
+        return False
+    try:
+        held, wanted = parse_table(live), parse_table(expected)
+        same_access = parse_access(live) == parse_access(expected)
+    except (TableError, AccessError):
+        return False
+    return (
+        same_access
+        and held.generation == wanted.generation
+        and (held.sticky_header, held.sticky_cookie) == (wanted.sticky_header, wanted.sticky_cookie)
+        and sorted(held.routes, key=_version) == sorted(wanted.routes, key=_version)
+    )
 
 
 def gateway_put_routes(
@@ -40,9 +69,12 @@ def gateway_put_routes(
     routes: list[Route],
     generation: int,
     sticky: dict[str, str] | None = None,
+    access: dict | None = None,
 ) -> dict:
     """Replace the gateway's route table; StaleGeneration when it holds a newer one."""
-    document = route_table_document(routes=routes, generation=generation, sticky=sticky)
+    document = route_table_document(
+        routes=routes, generation=generation, sticky=sticky, access=access
+    )
     try:
         response = _client.put(
             f"{admin_url}/-/routes",
@@ -93,3 +125,7 @@ def _error_message(response: httpx.Response) -> str:
         return str(response.json().get("error", response.text))[:500]
     except (ValueError, AttributeError):
         return response.text[:500]
+
+
+def _version(route) -> str:
+    return route.version

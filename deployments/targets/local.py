@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.errors import ApplicationError
+from deployments.access import endpoint_access_document
 from deployments.models import Endpoint, LocalProcess, LocalProcessRole
 from deployments.targets.base import (
     DriverError,
@@ -432,6 +433,7 @@ class LocalDriver(TargetDriver):
             routes=routes,
             generation=generation,
             sticky=sticky,
+            access=endpoint_access_document(endpoint),
         )
 
     # --- stopping ---
