@@ -399,3 +399,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# --- security: operator policy for targets ---------------------------------------------------
+# Base images docker targets may build on (the FROM line) and OCI runtimes they may name; by
+# default only the project's own base image and the engine's default runtime.
+TARGET_BASE_IMAGES = env_list("TARGET_BASE_IMAGES", ["modeldeck/base:bookworm"])
+TARGET_RUNTIMES = env_list("TARGET_RUNTIMES", [])
+# Addresses other than loopback that docker targets may publish serving ports on (0.0.0.0
+# publishes on every interface of the engine's host).
+TARGET_PUBLISH_HOSTS = env_list("TARGET_PUBLISH_HOSTS", [])
+# Whether hosts that targets name (access_host, prediction_log_url, registry) may resolve to
+# private ranges; link-local and cloud metadata addresses are refused regardless.
+TARGET_ALLOW_PRIVATE_ADDRESSES = env_bool("TARGET_ALLOW_PRIVATE_ADDRESSES", False)

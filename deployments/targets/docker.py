@@ -49,6 +49,7 @@ from deployments.targets.base import (
     labels_for,
 )
 from deployments.targets.gateway import gateway_put_routes, gateway_read_routes, http_ready
+from deployments.targets.policy import HostRefused, check_docker_settings, check_url
 
 DEFAULT_BASE_IMAGE = "modeldeck/base:bookworm"
 DEFAULT_GATEWAY_PORTS = "19100-19899"
@@ -357,6 +358,7 @@ class DockerDriver(TargetDriver):
                 "the workers' own engine.",
                 {"config": "docker_host"},
             )
+        check_docker_settings(values)
         return dict(config)
 
     @classmethod
@@ -710,6 +712,10 @@ class DockerDriver(TargetDriver):
         environment = self._environment({"MODELDECK_GATEWAY_ADMIN_TOKEN": endpoint.gateway_token})
         extra_hosts = None
         if self.config.prediction_log_url:
+            try:  # the name may resolve elsewhere now than when the target was saved
+                check_url(self.config.prediction_log_url)
+            except HostRefused as error:
+                raise DriverError(f"Docker target setting prediction_log_url: {error}.") from None
             # The prediction log ships to the dashboard, authenticated by the same token.
             environment["MODELDECK_GATEWAY_PREDICTION_LOG_URL"] = (
                 f"{self.config.prediction_log_url}/api/v1/endpoints/{endpoint_name}/predictions/"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from deployments.targets.base import DriverError, Route, StaleGeneration
+from deployments.targets.policy import HostRefused, check_url
 
 ADMIN_TIMEOUT_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 1.0
@@ -76,6 +77,12 @@ def gateway_put_routes(
         routes=routes, generation=generation, sticky=sticky, access=access
     )
     try:
+        check_url(admin_url)
+    except HostRefused as error:
+        raise DriverError(
+            f"The gateway's address is refused by this installation: {error}."
+        ) from None
+    try:
         response = _client.put(
             f"{admin_url}/-/routes",
             json=document,
@@ -97,12 +104,13 @@ def gateway_put_routes(
 def gateway_read_routes(*, admin_url: str, token: str) -> dict | None:
     """The gateway's current route table, or None when it does not answer."""
     try:
+        check_url(admin_url)
         response = _client.get(
             f"{admin_url}/-/routes",
             timeout=PROBE_TIMEOUT_SECONDS,
             headers={"Authorization": f"Bearer {token}"},
         )
-    except httpx.HTTPError:
+    except (httpx.HTTPError, HostRefused):
         return None
     if response.status_code != 200:
         return None
@@ -115,8 +123,9 @@ def gateway_read_routes(*, admin_url: str, token: str) -> dict | None:
 def http_ready(url: str) -> bool:
     """Whether GET url answers 200 quickly (a readiness probe)."""
     try:
+        check_url(url)
         return _client.get(url, timeout=PROBE_TIMEOUT_SECONDS).status_code == 200
-    except httpx.HTTPError:
+    except (httpx.HTTPError, HostRefused):
         return False
 
 

@@ -66,6 +66,7 @@ from deployments.targets.base import (
     TargetDriver,
     installation_id,
 )
+from deployments.targets.policy import check_kubernetes_settings
 
 if TYPE_CHECKING:
     from deployments.models import Endpoint, Target
@@ -141,6 +142,7 @@ class KubernetesDriver(TargetDriver):
                 "or kubeconfig_env (a MODELDECK_TARGET_ variable holding its path).",
                 {"config": "kubeconfig"},
             )
+        check_kubernetes_settings(values)
         return dict(config)
 
     @classmethod
