@@ -20,6 +20,7 @@ from accounts.models import Role, Team
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.redaction import without_server_paths
 from deployments.access import key_required_by_default
 from deployments.models import (
     DeploymentEvent,
@@ -75,7 +76,7 @@ def deployment_event_record(
         release=release,
         build=build,
         level=level,
-        message=message[:1000],
+        message=without_server_paths(message)[:1000],
         data=data or {},
     )
 

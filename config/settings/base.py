@@ -3,6 +3,7 @@
 Each variable read here is listed, with its default, in `.env.example`.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -411,3 +412,12 @@ TARGET_PUBLISH_HOSTS = env_list("TARGET_PUBLISH_HOSTS", [])
 # Whether hosts that targets name (access_host, prediction_log_url, registry) may resolve to
 # private ranges; link-local and cloud metadata addresses are refused regardless.
 TARGET_ALLOW_PRIVATE_ADDRESSES = env_bool("TARGET_ALLOW_PRIVATE_ADDRESSES", False)
+
+# --- security: files the app creates are its own -------------------------------------------
+# var/ holds the database, sessions, artifacts and the broker: only this user may enter it, and
+# uploaded files and their folders are created private even when stored elsewhere.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if VAR_DIR.stat().st_uid == os.getuid() and VAR_DIR.stat().st_mode & 0o077:
+    VAR_DIR.chmod(0o700)
