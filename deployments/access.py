@@ -9,15 +9,16 @@ import logging
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import tokens
 from accounts.actor import Actor
-from accounts.models import Role
+from accounts.models import AuditEvent, Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from deployments.kubernetes.config import TRAFFIC_GATEWAY_API
 from deployments.models import Endpoint, EndpointKey, TargetKind, new_gateway_token
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,18 @@ def key_required_by_default(kind: str) -> bool:
     return kind in KEY_REQUIRED_BY_DEFAULT
 
 
+def keys_enforceable(target) -> bool:
+    """Whether the target's traffic passes a modeldeck gateway, which checks the keys. With
+    Kubernetes `traffic: gateway-api` another implementation splits the traffic, and edge
+    devices serve on their own."""
+    if target.kind == TargetKind.EDGE:
+        return False
+    return not (
+        target.kind == TargetKind.KUBERNETES
+        and (target.config or {}).get("traffic") == TRAFFIC_GATEWAY_API
+    )
+
+
 def endpoint_access_document(endpoint: Endpoint) -> dict[str, Any]:
     """The `access` part of the gateway's route table: the requirement and active key digests."""
     digests = sorted(
@@ -42,6 +55,22 @@ def endpoint_access_document(endpoint: Endpoint) -> dict[str, Any]:
         )
     )
     return {"require_key": endpoint.require_key, "keys": digests}
+
+
+def access_changed_since(endpoint: Endpoint, moment) -> bool:
+    """Whether the endpoint's keys or key requirement changed after `moment` (None: never
+    reconciled), which is when a gateway legitimately holds outdated key digests."""
+    if moment is None:
+        return True
+    keys = EndpointKey.objects.filter(endpoint=endpoint)
+    if keys.filter(Q(created_at__gt=moment) | Q(revoked_at__gt=moment)).exists():
+        return True
+    return AuditEvent.objects.filter(
+        action="endpoint.require_key",
+        object_type=Endpoint._meta.label_lower,
+        object_id=str(endpoint.pk),
+        created_at__gt=moment,
+    ).exists()
 
 
 def endpoint_key_list(*, endpoint: Endpoint) -> QuerySet[EndpointKey]:
@@ -124,6 +153,12 @@ def endpoint_require_key_set(*, actor: Actor, endpoint: Endpoint, require_key: b
     if not isinstance(require_key, bool):
         raise ApplicationError("require_key must be true or false.", {"require_key": require_key})
     endpoint = _locked(endpoint)
+    if require_key and not keys_enforceable(endpoint.target):
+        raise ApplicationError(
+            f"{endpoint.name}'s traffic does not pass a Modeldeck gateway (edge fleets, "
+            "Kubernetes traffic: gateway-api), so no key could be checked; protect it there.",
+            {"require_key": require_key},
+        )
     if endpoint.require_key != require_key:
         Endpoint.objects.filter(pk=endpoint.pk).update(
             require_key=require_key, updated_at=timezone.now()

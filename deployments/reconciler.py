@@ -284,7 +284,7 @@ class _Run:
             # The generation alone proves nothing: whoever rewrote the table may have kept it.
             # Compare what the gateway serves with this release (and the endpoint's keys);
             # imported here so this check stays one self-contained step.
-            from deployments.access import endpoint_access_document
+            from deployments.access import access_changed_since, endpoint_access_document
             from deployments.targets.gateway import (
                 gateway_read_routes,
                 route_table_document,
@@ -300,7 +300,11 @@ class _Run:
             )
             if not same_route_table(live, expected):
                 without_access = {key: value for key, value in expected.items() if key != "access"}
-                if live is not None and same_route_table({**live, "access": {}}, without_access):
+                if (
+                    live is not None
+                    and same_route_table({**live, "access": {}}, without_access)
+                    and access_changed_since(endpoint, endpoint.last_reconciled_at)
+                ):
                     self.event("Sending the endpoint's changed API keys to the gateway.")
                 else:
                     self.event(

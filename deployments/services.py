@@ -21,7 +21,7 @@ from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
-from deployments.access import key_required_by_default
+from deployments.access import key_required_by_default, keys_enforceable
 from deployments.models import (
     DeploymentEvent,
     Endpoint,
@@ -361,7 +361,7 @@ def endpoint_create(
                 name=name,
                 target=target,
                 created_by=actor.user,
-                require_key=key_required_by_default(target.kind),
+                require_key=key_required_by_default(target.kind) and keys_enforceable(target),
             )
     except IntegrityError:
         raise ApplicationError(

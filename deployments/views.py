@@ -383,7 +383,11 @@ def endpoint_require_key(request, name: str):
     actor = Actor.from_request(request)
     endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
     require = request.POST.get("require_key") == "true"
-    access.endpoint_require_key_set(actor=actor, endpoint=endpoint, require_key=require)
-    state = "now needs a key" if require else "no longer needs a key"
-    messages.success(request, f"{endpoint.name} {state}.")
+    try:
+        access.endpoint_require_key_set(actor=actor, endpoint=endpoint, require_key=require)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        state = "now needs a key" if require else "no longer needs a key"
+        messages.success(request, f"{endpoint.name} {state}.")
     return redirect("deployments:endpoint-detail", endpoint.name)

@@ -217,4 +217,5 @@ def test_rotating_a_key_under_load_fails_no_request_of_either_holder(live):
     assert set(new_during_overlap) == {200}
     assert len(old_during_overlap) > 300 and len(new_during_overlap) >= 400
     assert set(load.snapshot("new")) == {200}
-    assert set(load.snapshot("old")[revoked_at:]) == {401}
+    # Each of the two old-key threads may have had one request in flight across the revoke.
+    assert set(load.snapshot("old")[revoked_at + 2 :]) == {401}

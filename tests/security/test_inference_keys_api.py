@@ -68,6 +68,26 @@ def test_docker_and_kubernetes_endpoints_require_a_key_from_the_start(
     }
 
 
+@pytest.mark.parametrize("kind", [TargetKind.KUBERNETES, TargetKind.EDGE])
+def test_endpoints_whose_traffic_skips_the_gateway_never_claim_to_require_a_key(
+    kind, team, adder_model, admin_member
+):
+    make_version(adder_model, number=1)
+    config = {"traffic": "gateway-api"} if kind == TargetKind.KUBERNETES else {}
+    target = Target.objects.create(team=team, name="elsewhere", kind=kind, config=config)
+    endpoint = Endpoint.objects.create(team=team, name="elsewhere", target=target)
+    if kind == TargetKind.KUBERNETES:
+        created = endpoint_create(
+            actor=actor_for(admin_member), name="split", target=target, version="adder:1"
+        )
+        assert created.require_key is False
+    client = token_client(admin_member, team)
+    response = client.put("/api/v1/endpoints/elsewhere/", {"require_key": True}, "json")
+    assert response.status_code == 400
+    assert "gateway" in response.json()["error"]
+    assert Endpoint.objects.get(pk=endpoint.pk).require_key is False
+
+
 @settings(max_examples=30, suppress_health_check=FIXTURES, deadline=None)
 @given(
     who=st.sampled_from([*Role.values, "outsider"]),
