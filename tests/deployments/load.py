@@ -11,8 +11,9 @@ from deployments.models import Endpoint
 class Load:
     """Client threads sending requests through the gateway as fast as they can."""
 
-    def __init__(self, endpoint: Endpoint, threads: int = 2):
+    def __init__(self, endpoint: Endpoint, threads: int = 2, headers: dict | None = None):
         self.url = f"{endpoint.url}/v2/models/{endpoint.name}/infer"
+        self.headers = headers or {}
         self.stopping = threading.Event()
         self.failures: list[str] = []
         self.versions: list[str] = []
@@ -24,7 +25,7 @@ class Load:
         with httpx.Client(timeout=10) as client:
             while not self.stopping.is_set():
                 try:
-                    response = client.post(self.url, json=body)
+                    response = client.post(self.url, json=body, headers=self.headers)
                     outcome = response.headers.get("X-Model-Version", "")
                     if response.status_code != 200:
                         outcome = f"{response.status_code} {response.text[:200]}"
@@ -52,11 +53,13 @@ class Load:
             return len(self.versions)
 
 
-def assert_shifts_and_rollback_lose_no_request(actor, endpoint: Endpoint, converge) -> None:
+def assert_shifts_and_rollback_lose_no_request(
+    actor, endpoint: Endpoint, converge, headers: dict | None = None
+) -> None:
     """Canary at 10 %, 50/50, promote, roll back to release 1 — each converged by `converge`
     while two clients send requests — then check that none failed and each phase served the
     versions it should."""
-    with Load(endpoint) as load:
+    with Load(endpoint, headers=headers) as load:
         services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:2", weight=10)
         converge(endpoint)
         services.endpoint_set_traffic(
