@@ -21,7 +21,7 @@ COPY deployments deployments
 COPY monitoring monitoring
 RUN pip install ./runtime .
 
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY templates templates
 COPY static static
 RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input \

@@ -44,7 +44,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from accounts.actor import Actor  # noqa: E402
 from accounts.models import Team  # noqa: E402
-from deployments import services  # noqa: E402
+from deployments import access, services  # noqa: E402
 from deployments.models import Build, Endpoint, Target, TargetKind  # noqa: E402
 from deployments.reconciler import reconcile_endpoint  # noqa: E402
 from deployments.targets.base import LABEL_INSTALLATION, installation_id  # noqa: E402
@@ -84,10 +84,14 @@ def register(model: RegisteredModel, number: int, offset: float) -> ModelVersion
     return version
 
 
+# Docker endpoints require an inference key; the run makes one right after creating it.
+HEADERS: dict[str, str] = {}
+
+
 def answer(url: str) -> float | None:
     try:
         response = httpx.post(
-            f"{url}/v2/models/bench/infer", timeout=2,
+            f"{url}/v2/models/bench/infer", timeout=2, headers=HEADERS,
             json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]},
         )  # fmt: skip
     except httpx.HTTPError:
@@ -144,6 +148,7 @@ def main() -> None:
         endpoint = services.endpoint_create(
             actor=system, name="bench", target=target, version=old.reference
         )
+        HEADERS["X-Api-Key"] = access.endpoint_key_create(actor=system, endpoint=endpoint)[1]
         first = until_answer(endpoint, old_offset, time.monotonic())
         print(f"first deploy (builds {old.reference}, starts server + gateway): {first:.1f} s")
 

@@ -4,6 +4,7 @@ Endpoint changes go through the pages and the API (services with audit); the adm
 """
 
 from django.contrib import admin
+from django.shortcuts import render
 
 from accounts.actor import Actor
 from common.admin import ReadOnlyAdmin, run_admin_action
@@ -33,6 +34,21 @@ class EndpointAdmin(ReadOnlyAdmin):
     list_display = ["name", "team", "target", "status", "generation", "url", "last_reconciled_at"]
     list_filter = ["status", "team", "target"]
     search_fields = ["name"]
+    exclude = ["gateway_token"]
+    actions = ["rotate_gateway_token"]
+
+    @admin.action(description="Rotate the selected endpoints' gateway admin tokens")
+    def rotate_gateway_token(self, request, queryset):
+        from deployments.access import endpoint_gateway_token_rotate
+
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Rotated (the gateways restart with the new token)",
+            lambda e: endpoint_gateway_token_rotate(actor=actor, endpoint=e),
+        )
 
 
 @admin.register(Release)
@@ -87,8 +103,32 @@ class EdgeDeviceAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["health", "target"]
     search_fields = ["name"]
-    exclude = ["token_digest"]
-    actions = ["revoke"]
+    exclude = ["token_digest", "manifest_key"]
+    actions = ["revoke", "rotate_credentials"]
+
+    @admin.action(description="Give the selected devices a new token and manifest key")
+    def rotate_credentials(self, request, queryset):
+        """Rotate, then show the new credentials once on a page of their own (never in a
+        message, which would put them in a cookie)."""
+        from deployments.edge.services import device_credentials_rotate
+
+        actor = Actor.for_admin_site(request)
+        rotated = []
+
+        def rotate(device):
+            device, token, key = device_credentials_rotate(actor=actor, device=device)
+            rotated.append({"device": device, "token": token, "key": key})
+
+        run_admin_action(self, request, queryset, "Rotated", rotate)
+        if not rotated:
+            return None
+        response = render(
+            request,
+            "admin/deployments/device_credentials.html",
+            {**self.admin_site.each_context(request), "rotated": rotated},
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke the selected devices' tokens")
     def revoke(self, request, queryset):

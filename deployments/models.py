@@ -1,7 +1,6 @@
 """Targets, builds, endpoints, immutable releases and their progress log."""
 
-import hashlib
-import hmac
+import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -132,6 +131,16 @@ class EndpointStatus(models.TextChoices):
 ENDPOINT_SETTLED = {EndpointStatus.LIVE, EndpointStatus.FAILED, EndpointStatus.STOPPED}
 
 
+def new_gateway_token() -> str:
+    """A random gateway admin token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def new_device_signing_key() -> str:
+    """A random manifest signing key for one device (256 bits, hex)."""
+    return secrets.token_hex(32)
+
+
 class Endpoint(TimeStampedModel):
     """A stable inference URL on a target; it points at the release it should be serving."""
 
@@ -163,6 +172,12 @@ class Endpoint(TimeStampedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The gateway's admin token: random per endpoint and rotatable. Stored as it is (not
+    # hashed) because the worker must present it to the gateway's admin API and hand it to a
+    # starting gateway; it is never shown in the UI or API and never logged.
+    gateway_token = models.CharField(max_length=64, default=new_gateway_token, editable=False)
+    # Whether inference calls must carry one of the endpoint's keys (EndpointKey).
+    require_key = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["name"]
@@ -170,11 +185,30 @@ class Endpoint(TimeStampedModel):
     def __str__(self) -> str:
         return self.name
 
+
+class EndpointKey(models.Model):
+    """An inference key of one endpoint; only its SHA-256 digest is stored (shown once)."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=12, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"key {self.prefix} of {self.endpoint_id}"
+
     @property
-    def gateway_token(self) -> str:
-        """The gateway's admin token, derived from SECRET_KEY so it is never stored."""
-        message = f"modeldeck-gateway:{self.pk}".encode()
-        return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+    def is_active(self) -> bool:
+        """A revoked key is refused by the gateway once the endpoint reconciles."""
+        return self.revoked_at is None
 
 
 class VariantRole(models.TextChoices):
@@ -391,6 +425,10 @@ class EdgeDevice(TimeStampedModel):
     labels = models.JSONField(default=dict, blank=True)
     token_prefix = models.CharField(max_length=12, unique=True)
     token_digest = models.CharField(max_length=64)
+    # The key this device's manifests are signed with: random per device and replaced with
+    # its token. HMAC needs the same key on both sides, so the server keeps it (hex); it is
+    # shown once, at enrolment, and never in a page or API answer.
+    manifest_key = models.CharField(max_length=64, default=new_device_signing_key, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
     desired_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -428,10 +466,9 @@ class EdgeDevice(TimeStampedModel):
 
     @property
     def signing_key(self) -> bytes:
-        """The key the device's manifests are signed with; derived, never stored, and changed
-        by re-enrolment (a new token prefix)."""
-        message = f"modeldeck-edge-device:{self.pk}:{self.token_prefix}".encode()
-        return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).digest()
+        """The key the device's manifests are signed with (random per device, see
+        `manifest_key`)."""
+        return bytes.fromhex(self.manifest_key)
 
 
 class RolloutStatus(models.TextChoices):

@@ -369,6 +369,39 @@ class _Run:
         if gateway is None or not gateway.ready or gateway.generation != self.generation:
             return False
         endpoint = self.endpoint
+        if endpoint.target.kind in ("local", "docker"):
+            # The generation alone proves nothing: whoever rewrote the table may have kept it.
+            # Compare what the gateway serves with this release (and the endpoint's keys);
+            # imported here so this check stays one self-contained step.
+            from deployments.access import access_changed_since, endpoint_access_document
+            from deployments.targets.gateway import (
+                gateway_read_routes,
+                route_table_document,
+                same_route_table,
+            )
+
+            live = gateway_read_routes(admin_url=gateway.admin_url, token=endpoint.gateway_token)
+            expected = route_table_document(
+                routes=self.routes(observation),
+                generation=self.generation,
+                sticky=self.release.sticky,
+                access=endpoint_access_document(endpoint),
+            )
+            if not same_route_table(live, expected):
+                without_access = {key: value for key, value in expected.items() if key != "access"}
+                if (
+                    live is not None
+                    and same_route_table({**live, "access": {}}, without_access)
+                    and access_changed_since(endpoint, endpoint.last_reconciled_at)
+                ):
+                    self.event("Sending the endpoint's changed API keys to the gateway.")
+                else:
+                    self.event(
+                        f"The gateway's route table differs from release {self.release.number} "
+                        "(changed outside Modeldeck); restoring it.",
+                        level=EventLevel.WARNING,
+                    )
+                return False
         return (
             endpoint.status == EndpointStatus.LIVE
             and endpoint.live_release_id == self.release.pk

@@ -20,7 +20,9 @@ from accounts.models import Role, Team
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.redaction import without_server_paths
 from deployments import compatibility
+from deployments.access import key_required_by_default, keys_enforceable
 from deployments.models import (
     DeploymentEvent,
     Endpoint,
@@ -81,7 +83,7 @@ def deployment_event_record(
         release=release,
         build=build,
         level=level,
-        message=message[:1000],
+        message=without_server_paths(message)[:1000],
         data=data or {},
     )
 
@@ -456,7 +458,11 @@ def endpoint_create(
     try:
         with transaction.atomic():
             endpoint = Endpoint.objects.create(
-                team_id=target.team_id, name=name, target=target, created_by=actor.user
+                team_id=target.team_id,
+                name=name,
+                target=target,
+                created_by=actor.user,
+                require_key=key_required_by_default(target.kind) and keys_enforceable(target),
             )
     except IntegrityError:
         raise ApplicationError(

@@ -44,3 +44,11 @@ def reconcile_all() -> int:
     for endpoint_id in endpoint_ids:
         reconcile_endpoint.delay(endpoint_id)
     return len(endpoint_ids)
+
+
+@shared_task(ignore_result=True)
+def gateway_restart(endpoint_id: int) -> str:
+    """Restart an endpoint's gateway after its admin token was rotated."""
+    from deployments.access import gateway_restart as restart
+
+    return restart(endpoint_id=endpoint_id)

@@ -14,6 +14,17 @@ urlpatterns = [
     path("endpoints/<slug:name>/rollback/", views.endpoint_rollback, name="endpoint-rollback"),
     path("endpoints/<slug:name>/stop/", views.endpoint_stop, name="endpoint-stop"),
     path("endpoints/<slug:name>/scale/", views.endpoint_scale, name="endpoint-scale"),
+    path("endpoints/<slug:name>/keys/", views.endpoint_key_create, name="endpoint-key-create"),
+    path(
+        "endpoints/<slug:name>/keys/<int:key_id>/revoke/",
+        views.endpoint_key_revoke,
+        name="endpoint-key-revoke",
+    ),
+    path(
+        "endpoints/<slug:name>/require-key/",
+        views.endpoint_require_key,
+        name="endpoint-require-key",
+    ),
     path("targets/", views.target_list, name="target-list"),
     path("builds/<int:build_id>/", views.build_detail, name="build-detail"),
     path("fleet/", views.fleet_list, name="fleet-list"),

@@ -12,7 +12,7 @@ from accounts.models import Role, Team
 from common.errors import ApplicationError
 from common.htmx import render_page_or_partial
 from common.pagination import paginate
-from deployments import selectors, services
+from deployments import access, selectors, services
 from deployments.forms import (
     DeployForm,
     EndpointCreateForm,
@@ -21,7 +21,7 @@ from deployments.forms import (
     TargetCreateForm,
     TrafficForm,
 )
-from deployments.models import BUILD_TERMINAL
+from deployments.models import BUILD_TERMINAL, EndpointKey
 
 
 def _form_errors(form) -> str:
@@ -409,3 +409,52 @@ def fleet_device_revoke(request, name: str, device: str):
     device_revoke(actor=actor, device=row)
     messages.success(request, f"Device {row.name} revoked.")
     return redirect("deployments:fleet-detail", target.name)
+
+
+@login_required
+@require_POST
+def endpoint_key_create(request, name: str):
+    """Make an inference key and show it once."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    try:
+        _, plain = access.endpoint_key_create(
+            actor=actor, endpoint=endpoint, name=request.POST.get("name", "")
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("deployments:endpoint-detail", endpoint.name)
+    response = render(
+        request, "deployments/endpoint_key_created.html", {"endpoint": endpoint, "key": plain}
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def endpoint_key_revoke(request, name: str, key_id: int):
+    """Revoke one inference key."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    key = get_object_or_404(EndpointKey, pk=key_id, endpoint=endpoint)
+    access.endpoint_key_revoke(actor=actor, endpoint=endpoint, key=key)
+    messages.success(request, f"Key mdi_{key.prefix} revoked.")
+    return redirect("deployments:endpoint-detail", endpoint.name)
+
+
+@login_required
+@require_POST
+def endpoint_require_key(request, name: str):
+    """Switch the key requirement on or off."""
+    actor = Actor.from_request(request)
+    endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+    require = request.POST.get("require_key") == "true"
+    try:
+        access.endpoint_require_key_set(actor=actor, endpoint=endpoint, require_key=require)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        state = "now needs a key" if require else "no longer needs a key"
+        messages.success(request, f"{endpoint.name} {state}.")
+    return redirect("deployments:endpoint-detail", endpoint.name)

@@ -28,6 +28,7 @@ from accounts.models import Role, Team
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.redaction import without_server_paths
 from registry import inspection, profiling
 from registry.models import (
     ALIAS_NAME_PATTERN,
@@ -594,7 +595,7 @@ def version_record_validation(
     )
     updated = ModelVersion.objects.filter(pk=version_id, status=VersionStatus.VALIDATING).update(
         status=status,
-        status_reason="" if ok else (reason or "Validation failed.")[:5_000],
+        status_reason="" if ok else without_server_paths(reason or "Validation failed.")[:5_000],
         signature=(signature or {}) if ok else {},
         validation_report=report or {},
         smoke_warning=(smoke_warning or "")[:500] if ok else "",
@@ -1050,7 +1051,9 @@ def batch_job_finish(
                 pk=job_id, status=JobStatus.RUNNING, attempt=attempt
             ).update(
                 status=JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
-                status_reason="" if ok else (reason or "The batch job failed.")[:5_000],
+                status_reason=""
+                if ok
+                else without_server_paths(reason or "The batch job failed.")[:5_000],
                 finished_at=timezone.now(),
                 updated_at=timezone.now(),
                 **values,
@@ -1134,7 +1137,7 @@ def optimization_fail(*, optimization_id: int, reason: str, report: dict | None 
     with transaction.atomic():
         updated = Optimization.objects.filter(pk=optimization_id, status=JobStatus.RUNNING).update(
             status=JobStatus.FAILED,
-            status_reason=reason[:5_000],
+            status_reason=without_server_paths(reason)[:5_000],
             report=_without_nul(report or {}),
             updated_at=timezone.now(),
         )

@@ -3,6 +3,7 @@
 Each variable read here is listed, with its default, in `.env.example`.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -405,3 +406,23 @@ LOGGING = {
 # is a gateway route switch with no server start (like Argo Rollouts' scaleDownDelaySeconds);
 # 0 stops them once traffic moved away.
 DEPLOYMENTS_WARM_SECONDS = env_float("DEPLOYMENTS_WARM_SECONDS", 300.0)
+# --- security: operator policy for targets ---------------------------------------------------
+# Base images docker targets may build on (the FROM line) and OCI runtimes they may name; by
+# default only the project's own base image and the engine's default runtime.
+TARGET_BASE_IMAGES = env_list("TARGET_BASE_IMAGES", ["modeldeck/base:bookworm"])
+TARGET_RUNTIMES = env_list("TARGET_RUNTIMES", [])
+# Addresses other than loopback that docker targets may publish serving ports on (0.0.0.0
+# publishes on every interface of the engine's host).
+TARGET_PUBLISH_HOSTS = env_list("TARGET_PUBLISH_HOSTS", [])
+# Whether hosts that targets name (access_host, prediction_log_url, registry) may resolve to
+# private ranges; link-local and cloud metadata addresses are refused regardless.
+TARGET_ALLOW_PRIVATE_ADDRESSES = env_bool("TARGET_ALLOW_PRIVATE_ADDRESSES", False)
+
+# --- security: files the app creates are its own -------------------------------------------
+# var/ holds the database, sessions, artifacts and the broker: only this user may enter it, and
+# uploaded files and their folders are created private even when stored elsewhere.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if VAR_DIR.stat().st_uid == os.getuid() and VAR_DIR.stat().st_mode & 0o077:
+    VAR_DIR.chmod(0o700)

@@ -63,6 +63,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         fields = [
             "name", "team", "target", "status", "status_reason", "url", "traffic", "release",
             "live_release", "generation", "last_reconciled_at", "created_at", "updated_at",
+            "require_key",
         ]  # fmt: skip
         read_only_fields = fields
 

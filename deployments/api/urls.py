@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from deployments.api import edge, views
+from deployments.api import edge, keys, views
 
 router = SimpleRouter()
 router.register("targets", views.TargetViewSet, basename="target")
@@ -23,4 +23,10 @@ edge_urls = [
     path("edge/artifacts/<int:version_id>/", edge.artifact, name="edge-artifact"),
 ]
 
-urlpatterns = [*router.urls, *edge_urls]
+# Inference keys of an endpoint.
+key_urls = [
+    path("endpoints/<slug:name>/keys/", keys.key_list),
+    path("endpoints/<slug:name>/keys/<int:key_id>/", keys.key_revoke),
+]
+
+urlpatterns = [*router.urls, *edge_urls, *key_urls]

@@ -12,7 +12,8 @@ from accounts.actor import Actor
 from accounts.models import Role, Team
 from accounts.permissions import require_role
 from common.errors import ApplicationError
-from deployments import selectors, services
+from deployments import access, selectors, services
+from deployments.api import keys as keys_api
 from deployments.api import serializers as api
 from deployments.models import TargetKind
 from deployments.targets.base import DriverError
@@ -96,6 +97,27 @@ class EndpointViewSet(
         )
         endpoint = self.get_queryset().get(pk=endpoint.pk)
         return Response(api.EndpointSerializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=keys_api.EndpointUpdateSerializer,
+        responses={
+            200: api.EndpointSerializer,
+            400: keys_api.ErrorSerializer,
+            403: keys_api.ErrorSerializer,
+        },
+    )
+    def update(self, request, *args, **kwargs):
+        """Change endpoint settings in place: `{"require_key": true}` locks inference behind
+        the endpoint's keys on any target."""
+        endpoint = self.get_object()
+        # The role first: a viewer learns nothing from how their input would be validated.
+        require_role(_actor(request), endpoint.team_id, Role.DEPLOYER)
+        data = self._input(keys_api.EndpointUpdateSerializer)
+        access.endpoint_require_key_set(
+            actor=_actor(request), endpoint=endpoint, require_key=data["require_key"]
+        )
+        endpoint = self.get_queryset().get(pk=endpoint.pk)
+        return Response(api.EndpointSerializer(endpoint).data)
 
     @extend_schema(request=api.DeploySerializer, responses={202: api.ReleaseAcceptedSerializer})
     @action(detail=True, methods=["post"])

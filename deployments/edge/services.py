@@ -42,6 +42,7 @@ from deployments.models import (
     TargetKind,
     VariantRole,
     device_name_validator,
+    new_device_signing_key,
 )
 from deployments.services import (
     _check_deployable,
@@ -169,7 +170,7 @@ def enrollment_code_create(
 @transaction.atomic
 def device_enroll(*, code: Any, name: Any, ip: str | None = None) -> tuple[EdgeDevice, str, str]:
     """Join a fleet with a one-time code; returns the device, its token and its manifest key
-    (both shown once: only the token's digest is stored, the key is derived)."""
+    (both shown once: only the token's digest is stored; the key is random per device)."""
     code = _text(code, "code", 100, blank=False)
     name = _text(name, "name", 63, blank=False)
     try:
@@ -251,6 +252,31 @@ def device_revoke(*, actor: Actor, device: EdgeDevice) -> EdgeDevice:
             actor=actor, action="edge.device.revoke", target=device, team=device.target.team_id
         )
     return device
+
+
+@transaction.atomic
+def device_credentials_rotate(*, actor: Actor, device: EdgeDevice) -> tuple[EdgeDevice, str, str]:
+    """Give a device a new token and manifest key (deployers); the old ones stop working at
+    once. Returns the device, the token and the key (hex), shown once, for the agent's config."""
+    require_role(actor, device.target.team_id, Role.DEPLOYER)
+    if not device.is_active:
+        raise ApplicationError(f"Device {device.name} is revoked; enrol it again instead.", {})
+    plain, prefix, digest = tokens.generate(DEVICE_TOKEN_KIND)
+    EdgeDevice.objects.filter(pk=device.pk).update(
+        token_prefix=prefix,
+        token_digest=digest,
+        manifest_key=new_device_signing_key(),
+        updated_at=timezone.now(),
+    )
+    device.refresh_from_db()
+    audit_record(
+        actor=actor,
+        action="edge.device.rotate",
+        target=device,
+        team=device.target.team_id,
+        data={"token": prefix},
+    )
+    return device, plain, device.manifest_key
 
 
 def _set_desired(device_id: int, version: ModelVersion | None) -> int:

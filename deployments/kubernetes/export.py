@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from django.db.models import F
 
+from deployments.access import endpoint_access_document
 from deployments.kubernetes.config import IMAGE_BY_DIGEST, KubernetesSettings, kubernetes_settings
 from deployments.kubernetes.manifests import (
     EndpointIdentity,
@@ -163,6 +164,7 @@ def release_objects(release: Release) -> list[dict[str, Any]]:
         token=endpoint.gateway_token,
         gateway_image=gateway_image_for(settings, variants, versions),
         settings=settings,
+        access=endpoint_access_document(endpoint),
     )
 
 

@@ -798,8 +798,10 @@ def release_manifests(
     token: str,
     gateway_image: str,
     settings: KubernetesSettings,
+    access: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object of a release, in the order to apply them."""
+    """Every object of a release, in the order to apply them (`access`: the endpoint's key
+    requirement and key digests, which the gateway reads with its route table)."""
     services, deployments, scaling = [], [], []
     for variant in variants:
         version = versions.get(int(variant["version_id"]))
@@ -833,6 +835,8 @@ def release_manifests(
         )
         return [*services, *deployments, *scaling, route]
     document = routes_document(routes=routes, generation=generation, sticky=sticky)
+    if access is not None:
+        document = {**document, "access": dict(access)}
     config_map = routes_config_map(
         endpoint=endpoint, release_number=release_number, document=document, settings=settings
     )

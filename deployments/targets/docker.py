@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from common.credentials import CredentialError, credential_environment, credential_file
+from deployments.access import endpoint_access_document
 from deployments.targets.base import (
     LABEL_ENDPOINT,
     LABEL_INSTALLATION,
@@ -49,6 +50,7 @@ from deployments.targets.base import (
     labels_for,
 )
 from deployments.targets.gateway import gateway_put_routes, gateway_read_routes, http_ready
+from deployments.targets.policy import HostRefused, check_docker_settings, check_url
 
 DEFAULT_BASE_IMAGE = "modeldeck/base:bookworm"
 DEFAULT_GATEWAY_PORTS = "19100-19899"
@@ -361,6 +363,7 @@ class DockerDriver(TargetDriver):
                 "the workers' own engine.",
                 {"config": "docker_host"},
             )
+        check_docker_settings(values)
         return dict(config)
 
     @classmethod
@@ -760,6 +763,10 @@ class DockerDriver(TargetDriver):
         environment = self._environment({"MODELDECK_GATEWAY_ADMIN_TOKEN": endpoint.gateway_token})
         extra_hosts = None
         if self.config.prediction_log_url:
+            try:  # the name may resolve elsewhere now than when the target was saved
+                check_url(self.config.prediction_log_url)
+            except HostRefused as error:
+                raise DriverError(f"Docker target setting prediction_log_url: {error}.") from None
             # The prediction log ships to the dashboard, authenticated by the same token.
             environment["MODELDECK_GATEWAY_PREDICTION_LOG_URL"] = (
                 f"{self.config.prediction_log_url}/api/v1/endpoints/{endpoint_name}/predictions/"
@@ -800,6 +807,7 @@ class DockerDriver(TargetDriver):
             routes=routes,
             generation=generation,
             sticky=sticky,
+            access=endpoint_access_document(endpoint),
         )
 
     # --- stopping ---

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from deployments.targets.base import DriverError, Route, StaleGeneration
+from deployments.targets.policy import HostRefused, check_url
 
 ADMIN_TIMEOUT_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 1.0
@@ -16,9 +17,14 @@ _client = httpx.Client(trust_env=False)
 
 
 def route_table_document(
-    *, routes: list[Route], generation: int, sticky: dict[str, str] | None
+    *,
+    routes: list[Route],
+    generation: int,
+    sticky: dict[str, str] | None,
+    access: dict | None = None,
 ) -> dict:
-    """The body of `PUT /-/routes` for these routes."""
+    """The body of `PUT /-/routes` for these routes (with the endpoint's `access` part, see
+    deployments.access.endpoint_access_document, when given)."""
     entries = []
     for route in routes:
         entry = {"version": route.version, **_upstream_entry(route)}
@@ -26,7 +32,31 @@ def route_table_document(
         if route.role == "shadow":
             entry["mirror_percent"] = route.mirror_percent
         entries.append(entry)
-    return {"generation": generation, "sticky": sticky or None, "routes": entries}
+    document = {"generation": generation, "sticky": sticky or None, "routes": entries}
+    if access is not None:
+        document["access"] = access
+    return document
+
+
+def same_route_table(live: dict | None, expected: dict) -> bool:
+    """Whether the table a gateway serves has the content of the expected one: the same routes,
+    sticky key, generation and access (key requirement and key digests), in any order."""
+    from modeldeck_runtime.keys import AccessError, parse_access
+    from modeldeck_runtime.routing import TableError, parse_table
+
+    if live is None:
+        return False
+    try:
+        held, wanted = parse_table(live), parse_table(expected)
+        same_access = parse_access(live) == parse_access(expected)
+    except (TableError, AccessError):
+        return False
+    return (
+        same_access
+        and held.generation == wanted.generation
+        and (held.sticky_header, held.sticky_cookie) == (wanted.sticky_header, wanted.sticky_cookie)
+        and sorted(held.routes, key=_version) == sorted(wanted.routes, key=_version)
+    )
 
 
 def _upstream_entry(route: Route) -> dict:
@@ -44,9 +74,18 @@ def gateway_put_routes(
     routes: list[Route],
     generation: int,
     sticky: dict[str, str] | None = None,
+    access: dict | None = None,
 ) -> dict:
     """Replace the gateway's route table; StaleGeneration when it holds a newer one."""
-    document = route_table_document(routes=routes, generation=generation, sticky=sticky)
+    document = route_table_document(
+        routes=routes, generation=generation, sticky=sticky, access=access
+    )
+    try:
+        check_url(admin_url)
+    except HostRefused as error:
+        raise DriverError(
+            f"The gateway's address is refused by this installation: {error}."
+        ) from None
     try:
         response = _client.put(
             f"{admin_url}/-/routes",
@@ -69,12 +108,13 @@ def gateway_put_routes(
 def gateway_read_routes(*, admin_url: str, token: str) -> dict | None:
     """The gateway's current route table, or None when it does not answer."""
     try:
+        check_url(admin_url)
         response = _client.get(
             f"{admin_url}/-/routes",
             timeout=PROBE_TIMEOUT_SECONDS,
             headers={"Authorization": f"Bearer {token}"},
         )
-    except httpx.HTTPError:
+    except (httpx.HTTPError, HostRefused):
         return None
     if response.status_code != 200:
         return None
@@ -87,8 +127,9 @@ def gateway_read_routes(*, admin_url: str, token: str) -> dict | None:
 def http_ready(url: str) -> bool:
     """Whether GET url answers 200 quickly (a readiness probe)."""
     try:
+        check_url(url)
         return _client.get(url, timeout=PROBE_TIMEOUT_SECONDS).status_code == 200
-    except httpx.HTTPError:
+    except (httpx.HTTPError, HostRefused):
         return False
 
 
@@ -97,3 +138,7 @@ def _error_message(response: httpx.Response) -> str:
         return str(response.json().get("error", response.text))[:500]
     except (ValueError, AttributeError):
         return response.text[:500]
+
+
+def _version(route) -> str:
+    return route.version

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from common.errors import ApplicationError
+from deployments.access import endpoint_access_document
 from deployments.kubernetes.client import KubernetesApi, KubernetesApiError, api_client_for
 from deployments.kubernetes.config import ConfigError, kubernetes_settings
 from deployments.kubernetes.export import endpoint_identity, gateway_image_for, serving_versions
@@ -73,6 +74,7 @@ from deployments.targets.base import (
     TargetDriver,
     installation_id,
 )
+from deployments.targets.policy import check_kubernetes_settings
 
 if TYPE_CHECKING:
     from deployments.models import Endpoint, Target
@@ -168,6 +170,7 @@ class KubernetesDriver(TargetDriver):
                 "build on the workers' own engine.",
                 {"config": "build"},
             )
+        check_kubernetes_settings(values)
         return dict(config)
 
     @classmethod
@@ -456,7 +459,11 @@ class KubernetesDriver(TargetDriver):
             table = routes_config_map(
                 endpoint=identity,
                 release_number=release_number,
-                document=routes_document(routes=routes, generation=generation, sticky=sticky),
+                document={
+                    **routes_document(routes=routes, generation=generation, sticky=sticky),
+                    # The gateway reads its key digests from the same mounted table.
+                    "access": endpoint_access_document(endpoint),
+                },
                 settings=self.settings,
             )
         self._apply_fenced(kind, name, table, generation)

@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.errors import ApplicationError
+from deployments.access import endpoint_access_document
 from deployments.models import Endpoint, LocalProcess, LocalProcessRole
 from deployments.targets.base import (
     DriverError,
@@ -142,12 +143,21 @@ def prediction_log_url(endpoint: Endpoint) -> str:
     return f"{base}/api/v1/endpoints/{endpoint.name}/predictions/" if base else ""
 
 
+# The only variables of the worker's environment a serving process inherits: what a Python
+# process needs to start and find its libraries. Everything else (other teams' target
+# credentials, METRICS_TOKEN, the mail password, SECRET_KEY...) would be readable in
+# /proc/<pid>/environ by anyone who can run code in the model's process.
+RUNTIME_ENVIRONMENT = {
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MODELDECK_HTTP", "MODELDECK_LOG_LEVEL",
+}  # fmt: skip
+
+
 def _runtime_environment() -> dict[str, str]:
     environment = {
         key: value
         for key, value in os.environ.items()
-        # The runtime needs no Django settings or secrets of the web process.
-        if not key.startswith(("DJANGO_", "DATABASE_", "SECRET", "AWS_", "CELERY_", "REDIS_"))
+        if key in RUNTIME_ENVIRONMENT or key.startswith("LC_")
     }
     if importlib.util.find_spec("modeldeck_runtime") is None:
         runtime = Path(settings.BASE_DIR) / "runtime"
@@ -450,6 +460,7 @@ class LocalDriver(TargetDriver):
             routes=routes,
             generation=generation,
             sticky=sticky,
+            access=endpoint_access_document(endpoint),
         )
 
     # --- stopping ---

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modeldeck_runtime import keys
 from modeldeck_runtime.asgi import (
     JSON_TYPE,
     ClientDisconnected,
@@ -139,6 +140,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, table: RouteTable | None = None) -> None:
         self.settings = settings
         self.table = table if table is not None else load_initial_table(settings)
+        self.access = keys.load_access(settings.state_file, settings.routes_file)
         self.metrics = ServingMetrics(endpoint=settings.endpoint, component="gateway")
         self.authorization = f"Bearer {settings.admin_token}".encode()
         self.random = random.Random()
@@ -185,6 +187,7 @@ class Gateway:
             if path in LOCAL_GET_PATHS:
                 status, body = await self._local_get(scope, path, response_headers)
             elif path == "/invocations" or path == "/v2" or path.startswith("/v2/"):
+                keys.require_key(self.access, headers)
                 await self.proxy(scope, receive, send, identifier, response_headers)
                 return
             elif path == "/-/routes":
@@ -232,13 +235,14 @@ class Gateway:
             raise RequestError("a valid admin token is required (Authorization: Bearer ...)", 401)
         method = scope["method"]
         if method == "GET":
-            return 200, orjson.dumps(self.table.document())
+            return 200, orjson.dumps(keys.with_access(self.table.document(), self.access))
         if method != "PUT":
             raise RequestError(f"method {method} is not allowed on /-/routes", 405)
         document = load_json(await read_body(headers, receive, ADMIN_BODY_LIMIT))
         try:
             table = parse_table(document)
-        except TableError as error:
+            access = keys.parse_access(document)
+        except (TableError, keys.AccessError) as error:
             raise RequestError(str(error)) from None
         current = self.table
         if table.generation < current.generation:
@@ -247,16 +251,18 @@ class Gateway:
                 f"{current.generation}; the table was not changed",
                 409,
             )
+        saved = keys.with_access(table.document(), access)
         if self.settings.state_file is not None:
             try:
-                save_table(self.settings.state_file, table.document())
+                save_table(self.settings.state_file, saved)
             except OSError as error:
                 raise RequestError(f"could not save the route table: {error}", 500) from None
-        # One reference swap: requests that already picked a route keep it.
+        # One reference swap each: requests that already picked a route keep it.
+        self.access = access
         self.table = table
         self._forget_unrouted(table)
         logger.info("route table generation %d is live", table.generation)
-        return 200, orjson.dumps(table.document())
+        return 200, orjson.dumps(saved)
 
     def _forget_unrouted(self, table: RouteTable) -> None:
         """Drop idle connections to replicas the new table no longer routes to."""

@@ -14,8 +14,9 @@ from monitoring.scraper import targets_for
 class Load:
     """Client threads sending requests through the gateway as fast as they can."""
 
-    def __init__(self, endpoint: Endpoint, threads: int = 2):
+    def __init__(self, endpoint: Endpoint, threads: int = 2, headers: dict | None = None):
         self.url = f"{endpoint.url}/v2/models/{endpoint.name}/infer"
+        self.headers = headers or {}
         self.stopping = threading.Event()
         self.failures: list[str] = []
         self.versions: list[str] = []
@@ -30,7 +31,7 @@ class Load:
             while not self.stopping.is_set():
                 sent = time.monotonic()
                 try:
-                    response = client.post(self.url, json=body)
+                    response = client.post(self.url, json=body, headers=self.headers)
                     outcome = response.headers.get("X-Model-Version", "")
                     if response.status_code != 200:
                         outcome = f"{response.status_code} {response.text[:200]}"
@@ -66,11 +67,13 @@ class Load:
             self.stopping.wait(0.05)
 
 
-def assert_shifts_and_rollback_lose_no_request(actor, endpoint: Endpoint, converge) -> None:
+def assert_shifts_and_rollback_lose_no_request(
+    actor, endpoint: Endpoint, converge, headers: dict | None = None
+) -> None:
     """Canary at 10 %, 50/50, promote, roll back to release 1 — each converged by `converge`
     while two clients send requests — then check that none failed and each phase served the
     versions it should."""
-    with Load(endpoint) as load:
+    with Load(endpoint, headers=headers) as load:
         services.endpoint_deploy(actor=actor, endpoint=endpoint, version="adder:2", weight=10)
         converge(endpoint)
         services.endpoint_set_traffic(

@@ -19,9 +19,19 @@ import time
 import docker
 import httpx
 import pytest
+from django.db.models.signals import post_save
 
+from accounts import tokens
 from deployments import images, services
-from deployments.models import Build, BuildStatus, Endpoint, EndpointStatus, Target, TargetKind
+from deployments.models import (
+    Build,
+    BuildStatus,
+    Endpoint,
+    EndpointKey,
+    EndpointStatus,
+    Target,
+    TargetKind,
+)
 from deployments.reconciler import reconcile_endpoint, sweep_target
 from deployments.targets import driver_for
 from deployments.targets.base import LABEL_INSTALLATION, ServerSpec, installation_id
@@ -105,11 +115,34 @@ def build_now(version, target) -> Build:
 HTTP = httpx.Client(timeout=10)
 
 
+# Docker endpoints require an inference key from the start: each endpoint a test creates gets
+# one (before its first reconcile, so the gateway knows it), and infer() sends it.
+KEYS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _inference_keys():
+    def give_key(sender, instance, created, **kwargs):
+        if created:
+            plain, prefix, digest = tokens.generate("mdi")
+            EndpointKey.objects.create(endpoint=instance, prefix=prefix, digest=digest)
+            KEYS[instance.name] = plain
+
+    post_save.connect(give_key, sender=Endpoint, dispatch_uid="docker-inference-keys")
+    yield
+    post_save.disconnect(sender=Endpoint, dispatch_uid="docker-inference-keys")
+    KEYS.clear()
+
+
+def key_header(model: str) -> dict[str, str]:
+    return {"X-Api-Key": KEYS[model]} if model in KEYS else {}
+
+
 def infer(url: str, model: str, value: float, headers: dict | None = None) -> tuple[float, str]:
     response = HTTP.post(
         f"{url}/v2/models/{model}/infer",
         json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]},
-        headers=headers or {},
+        headers={**key_header(model), **(headers or {})},
         timeout=10,
     )
     assert response.status_code == 200, response.text
@@ -229,6 +262,11 @@ def test_deploy_canary_promote_rollback_through_the_gateway_container(
     url = endpoint.url
     assert re.fullmatch(r"http://127\.0\.0\.1:195\d\d", url)
     assert infer(url, "flow", 1.0) == (2.0, "adder:1")
+    # The gateway container checks the key: none, or a wrong one, is refused.
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
+    for headers in ({}, {"X-Api-Key": KEYS["flow"][:-1]}):
+        refused = HTTP.post(f"{url}/v2/models/flow/infer", json=body, headers=headers)
+        assert refused.status_code == 401, refused.text
 
     services.endpoint_deploy(actor=system, endpoint=endpoint, version="adder:2", weight=10)
     endpoint = _converge(endpoint)
@@ -278,7 +316,9 @@ def test_weight_shifts_and_rollback_under_load_lose_no_request(
             actor=system, name="steady", target=docker_target, version="adder:1"
         )
     )
-    assert_shifts_and_rollback_lose_no_request(system, endpoint, _converge)
+    assert_shifts_and_rollback_lose_no_request(
+        system, endpoint, _converge, headers=key_header(endpoint.name)
+    )
     services.endpoint_stop(actor=system, endpoint=endpoint)
     assert reconcile_endpoint(endpoint_id=endpoint.pk) == "stopped"
 

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from deployments import services
+from deployments import access, services
 from deployments.kubernetes.config import kubernetes_settings
 from deployments.models import Endpoint, EndpointStatus, Target, TargetKind
 from deployments.reconciler import reconcile_endpoint
@@ -117,9 +117,12 @@ def test_gateway_container_ships_predictions_to_the_dashboard_on_the_host(
             "prediction_log_url": f"http://host.docker.internal:{dashboard.port}",
         },
     )  # fmt: skip
-    endpoint = _converge(
-        services.endpoint_create(actor=system, name="logged", target=target, version="adder:1")
+    created = services.endpoint_create(
+        actor=system, name="logged", target=target, version="adder:1"
     )
+    # Docker endpoints require an inference key from the start.
+    _key, plain = access.endpoint_key_create(actor=system, endpoint=created)
+    endpoint = _converge(created)
     gateway = _gateway_container(engine, endpoint)
     ingest = f"http://host.docker.internal:{dashboard.port}/api/v1/endpoints/logged/predictions/"
     assert _environment(gateway)["MODELDECK_GATEWAY_PREDICTION_LOG_URL"] == ingest
@@ -128,7 +131,7 @@ def test_gateway_container_ships_predictions_to_the_dashboard_on_the_host(
     response = httpx.post(
         f"{endpoint.url}/v2/models/logged/infer",
         json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [4.0]}]},
-        headers={"X-Request-Id": "docker-log-1"},
+        headers={"X-Request-Id": "docker-log-1", "Authorization": f"Bearer {plain}"},
         timeout=10,
     )
     assert response.status_code == 200, response.text

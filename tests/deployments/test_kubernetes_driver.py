@@ -328,7 +328,11 @@ class TestRequests:
         table = routes_config_map(
             endpoint=_identity(endpoint),
             release_number=1,
-            document=routes_document(routes=[route], generation=1, sticky=None),
+            document={
+                **routes_document(routes=[route], generation=1, sticky=None),
+                # Kubernetes endpoints require an inference key from the start.
+                "access": {"require_key": True, "keys": []},
+            },
             settings=driver.settings,
         )
         stored_version = requests[1].body["metadata"].pop("resourceVersion")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from deployments import services, tasks
+from deployments import access, services, tasks
 from deployments.models import Build, BuildStatus, Endpoint, EndpointStatus, Target, TargetKind
 from deployments.targets import driver_for
 from deployments.targets.base import ResourceRole
@@ -45,10 +45,15 @@ def docker_target(team, engine):
     )  # fmt: skip
 
 
+# Docker endpoints require an inference key: endpoint name -> the key the test made for it.
+KEYS: dict[str, str] = {}
+
+
 def infer_version(endpoint: Endpoint) -> str:
     response = httpx.post(
         f"{endpoint.url}/v2/models/{endpoint.name}/infer",
         json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]},
+        headers={"X-Api-Key": KEYS.get(endpoint.name, "")},
         timeout=10,
     )
     assert response.status_code == 200, response.text
@@ -64,6 +69,7 @@ def test_worker_sigkilled_mid_build_does_not_wedge_the_endpoint(
     endpoint = services.endpoint_create(
         actor=system, name="built", target=docker_target, version="adder:1"
     )
+    KEYS["built"] = access.endpoint_key_create(actor=system, endpoint=endpoint)[1]
     pause.wait_paused(first, seconds=180)
     lost = Build.objects.get(version=versions[1], target=docker_target)
     assert lost.status == BuildStatus.RUNNING

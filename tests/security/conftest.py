@@ -3,6 +3,12 @@
 import pytest
 from django.test import Client
 
+from tests.deployments.conftest import (  # noqa: F401 (fixtures the access tests reuse)
+    adder_model,
+    dev_target,
+    runtime_processes,
+    versions,
+)
 from tests.security.world import build_world
 
 

@@ -98,6 +98,7 @@ def page_body(template: str, world: World) -> dict:
             "version": reference,
         },
         "/endpoints/{name}/deploy/": {"version": reference, "weight": 10},
+        "/endpoints/{name}/require-key/": {"require_key": "true"},
         "/endpoints/{name}/traffic/": {
             "version_0": f"{world.model.name}:1",
             "weight_0": 50,
@@ -189,6 +190,7 @@ def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
         ("POST", "/api/v1/models/"): {"name": "new-model", "description": "d", "tags": {}},
         ("PATCH", "/api/v1/models/{name}/"): {"description": "changed"},
         ("PUT", "/api/v1/models/{name}/"): {"description": "changed", "tags": {}},
+        ("PUT", "/api/v1/endpoints/{name}/"): {"require_key": True},
         ("POST", "/api/v1/models/{model_name}/versions/{number}/approve/"): {
             "decision": "rejected",
             "comment": "no",
@@ -485,6 +487,12 @@ MINIMUM_ROLE = {
     ("POST", "/api/v1/endpoints/{name}/rollback/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/stop/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/scale/"): Role.DEPLOYER,
+    ("POST", "/api/v1/endpoints/{name}/keys/"): Role.DEPLOYER,
+    ("DELETE", "/api/v1/endpoints/{name}/keys/{key_id}/"): Role.DEPLOYER,
+    ("PUT", "/api/v1/endpoints/{name}/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/keys/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/keys/{key_id}/revoke/"): Role.DEPLOYER,
+    ("POST", "/endpoints/{name}/require-key/"): Role.DEPLOYER,
     # Edge fleets (deployments/edge/services.py). The world's fleet is a production target, so
     # a rollout needs a deployer (a scientist may roll out on dev/staging fleets: see
     # test_a_scientist_may_roll_out_on_a_dev_fleet_only); codes, revoking, cancel and retry

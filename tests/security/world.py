@@ -22,6 +22,7 @@ from accounts.actor import Actor
 from accounts.models import ApiToken
 from accounts.services import token_create
 from deployments import services as deployment_services
+from deployments.access import endpoint_key_create
 from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
 from monitoring import experiments as experiment_services
@@ -132,6 +133,7 @@ def build_world(team, owner) -> World:
         actor=actor, endpoint=endpoint, version=version, weight=20, note=xss("deploy_note")
     )
     endpoint.refresh_from_db()
+    endpoint_key, _plain = endpoint_key_create(actor=actor, endpoint=endpoint, name=xss("key"))
     build = Build.objects.create(
         version=version, target=target, base_image="python:3.11-slim", log=xss("build_log")
     )
@@ -173,6 +175,7 @@ def build_world(team, owner) -> World:
         ("versions", "number"): version.number,
         ("files", "kind"): ArtifactKind.MODEL.value,
         ("endpoints", "name"): endpoint.name,
+        ("keys", "key_id"): endpoint_key.pk,
         ("builds", "build_id"): build.pk,
         ("builds", "pk"): build.pk,
         ("rules", "pk"): rule.pk,
