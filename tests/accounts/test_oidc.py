@@ -224,3 +224,39 @@ def test_a_provider_username_never_takes_over_a_local_user(settings):
     assert created.pk != local.pk
     assert created.username.startswith("root-")
     assert not Membership.objects.filter(user=local).exists()
+
+
+@hypothesis_settings(max_examples=20, deadline=None)
+@given(
+    issuer=st.sampled_from(["https://idp.example", "https://evil.example", ""]),
+    audience=st.one_of(
+        st.sampled_from(["modeldeck", "another-client"]),
+        st.lists(st.sampled_from(["modeldeck", "another-client", "third"]), max_size=3),
+        st.none(),
+    ),
+)
+def test_id_tokens_of_another_issuer_or_client_are_refused(issuer, audience):
+    from django.core.exceptions import SuspiciousOperation
+    from django.test import RequestFactory, override_settings
+
+    from accounts.oidc import SignInBackend
+
+    accepted = issuer == "https://idp.example" and (
+        audience == "modeldeck" or (isinstance(audience, list) and "modeldeck" in audience)
+    )
+    with override_settings(
+        OIDC_OP_ISSUER="https://idp.example",
+        OIDC_RP_CLIENT_ID="modeldeck",
+        OIDC_OP_JWKS_ENDPOINT="https://idp.example/jwks",
+    ):
+        backend = SignInBackend()
+        backend.request = RequestFactory().get("/oidc/callback/")
+        seen = []
+        backend.get_userinfo = lambda *args: seen.append(args) or {"sub": "someone-else"}
+        payload = {"iss": issuer, "aud": audience, "sub": "s-1"}
+        with pytest.raises(SuspiciousOperation) as refused:
+            backend.get_or_create_user("access", "id-token", payload)
+    # A token for this client from this issuer gets as far as userinfo (whose other subject is
+    # refused next); any other token is refused before the provider is asked anything.
+    assert bool(seen) == accepted
+    assert ("subject differs" in str(refused.value)) == accepted
