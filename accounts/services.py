@@ -180,7 +180,7 @@ def sso_sign_in(*, issuer: str, subject: str, claims: dict[str, Any], ip: str | 
         raise ApplicationError("The provider sent no usable subject.")
     user_model = get_user_model()
     identity = (
-        ExternalIdentity.objects.select_for_update()
+        ExternalIdentity.objects.select_for_update(of=("self",))
         .select_related("user")
         .filter(issuer=issuer, subject=subject)
         .first()
