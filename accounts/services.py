@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts import tokens
@@ -190,8 +190,15 @@ def sso_sign_in(*, issuer: str, subject: str, claims: dict[str, Any], ip: str | 
         preferred = str(claims.get(settings.OIDC_USERNAME_CLAIM) or claims.get("email") or "")
         user = user_model(username=_sso_username(preferred, issuer=issuer, subject=subject))
         user.set_unusable_password()
-        user.save()
-        identity = ExternalIdentity.objects.create(user=user, issuer=issuer, subject=subject)
+        try:
+            with transaction.atomic():
+                user.save()
+                identity = ExternalIdentity.objects.create(
+                    user=user, issuer=issuer, subject=subject
+                )
+        except IntegrityError:
+            # Two first sign-ins of one account at once: the other one created it.
+            raise ApplicationError("This account is being set up; sign in again.") from None
     user = identity.user
     if not user.is_active:
         return None
