@@ -3,7 +3,7 @@
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from accounts import tokens
+from accounts import throttle, tokens
 from accounts.models import ApiToken
 
 
@@ -28,8 +28,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if parsed is None:
             raise exceptions.AuthenticationFailed("Malformed token.")
         prefix, _secret = parsed
+        throttle.refuse_if_locked_out(request)
         token = ApiToken.objects.select_related("user", "team").filter(prefix=prefix).first()
         if token is None or not tokens.matches(value, token.digest):
+            throttle.token_failure_record(request, prefix=prefix)
             raise exceptions.AuthenticationFailed("Invalid token.")
         if not token.is_active:
             raise exceptions.AuthenticationFailed("Token expired or revoked.")

@@ -128,3 +128,28 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Audit events are append-only.")
+
+
+class ExternalIdentity(TimeStampedModel):
+    """The single sign-on account (issuer and subject) a user signs in with.
+
+    Users are matched by this pair, never by a username or email the provider sends, so an
+    account at the provider cannot take over a local user with the same name.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="external_identities"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject"], name="external_identity_unique_issuer_subject"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} via {self.issuer}"

@@ -1,5 +1,7 @@
 """Writes for accounts: memberships, tokens, and the audit record every other service writes."""
 
+import hashlib
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -7,12 +9,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts import tokens
 from accounts.actor import Actor
-from accounts.models import ApiToken, AuditEvent, Membership, Role, Team, slug_validator
+from accounts.models import (
+    ApiToken,
+    AuditEvent,
+    ExternalIdentity,
+    Membership,
+    Role,
+    Team,
+    slug_validator,
+)
 from common.errors import ApplicationError
 
 
@@ -120,3 +130,110 @@ def token_revoke(*, actor: Actor, token: ApiToken) -> ApiToken:
     if updated:
         audit_record(actor=actor, action="token.revoke", target=token, team=token.team_id)
     return token
+
+
+def sign_in_failure_record(
+    *, username: str, ip: str | None, path: str, locked_out: bool
+) -> AuditEvent:
+    """Audit one failed sign-in (a wrong password or API token), and whether it locked the
+    address out. The caller is anonymous: the username is what they typed, not who they are."""
+    actor = Actor(user=None, label="anonymous", ip=ip)
+    action = "auth.lockout" if locked_out else "auth.sign_in_failed"
+    with transaction.atomic():
+        return audit_record(actor=actor, action=action, data={"username": username, "path": path})
+
+
+def sso_roles_from_claim(value) -> dict[str, str]:
+    """The team roles the operator's OIDC_TEAM_ROLE_MAP gives a claim value (a string or a
+    list of strings); several values naming one team give the highest role."""
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    roles: dict[str, str] = {}
+    for item in values:
+        if not isinstance(item, str):
+            continue
+        for team_name, role in settings.OIDC_TEAM_ROLE_MAP.get(item, []):
+            current = roles.get(team_name)
+            if current is None or Role.rank(role) > Role.rank(current):
+                roles[team_name] = role
+    return roles
+
+
+def _sso_username(preferred: str, *, issuer: str, subject: str) -> str:
+    """A free username close to what the provider calls the user."""
+    base = re.sub(r"[^\w.@+-]", "-", preferred or "")[:100].strip("-") or "user"
+    user_model = get_user_model()
+    if not user_model.objects.filter(username=base).exists():
+        return base
+    suffix = hashlib.sha256(f"{issuer} {subject}".encode()).hexdigest()[:8]
+    return f"{base}-{suffix}"
+
+
+@transaction.atomic
+def sso_sign_in(*, issuer: str, subject: str, claims: dict[str, Any], ip: str | None):
+    """Create or update the user a provider account signs in as, and make their memberships in
+    the teams OIDC_TEAM_ROLE_MAP names match the team claim. Returns the user, or None when the
+    user was deactivated here.
+
+    Each change is its own audit row, in the team it concerns, so every team's log shows it.
+    """
+    if not subject or len(subject) > 255 or len(issuer) > 255:
+        raise ApplicationError("The provider sent no usable subject.")
+    user_model = get_user_model()
+    identity = (
+        ExternalIdentity.objects.select_for_update(of=("self",))
+        .select_related("user")
+        .filter(issuer=issuer, subject=subject)
+        .first()
+    )
+    created = identity is None
+    if created:
+        preferred = str(claims.get(settings.OIDC_USERNAME_CLAIM) or claims.get("email") or "")
+        user = user_model(username=_sso_username(preferred, issuer=issuer, subject=subject))
+        user.set_unusable_password()
+        try:
+            with transaction.atomic():
+                user.save()
+                identity = ExternalIdentity.objects.create(
+                    user=user, issuer=issuer, subject=subject
+                )
+        except IntegrityError:
+            # Two first sign-ins of one account at once: the other one created it.
+            raise ApplicationError("This account is being set up; sign in again.") from None
+    user = identity.user
+    if not user.is_active:
+        return None
+    email = str(claims.get("email") or "")[:254]
+    if email != user.email:
+        user.email = email
+        user.save(update_fields=["email"])
+    identity.last_sign_in_at = timezone.now()
+    identity.save(update_fields=["last_sign_in_at", "updated_at"])
+    actor = Actor(user=user, label=f"{user.get_username()} (single sign-on)", ip=ip)
+    if created:
+        audit_record(actor=actor, action="user.create", target=user, data={"issuer": issuer})
+    wanted = sso_roles_from_claim(claims.get(settings.OIDC_TEAM_ROLE_CLAIM))
+    managed = sorted({team for pairs in settings.OIDC_TEAM_ROLE_MAP.values() for team, _ in pairs})
+    for team_name in managed:
+        role = wanted.get(team_name)
+        membership = Membership.objects.filter(user=user, team__name=team_name).first()
+        if role is None and membership is not None:
+            membership.delete()
+            audit_record(
+                actor=actor,
+                action="membership.remove",
+                team=membership.team_id,
+                data={"username": user.get_username(), "source": "oidc"},
+            )
+        elif role is not None and (membership is None or membership.role != role):
+            team, _ = Team.objects.get_or_create(name=team_name)
+            membership, _ = Membership.objects.update_or_create(
+                user=user, team=team, defaults={"role": role}
+            )
+            audit_record(
+                actor=actor,
+                action="membership.set",
+                target=membership,
+                team=team,
+                data={"username": user.get_username(), "role": role, "source": "oidc"},
+            )
+    return user

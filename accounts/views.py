@@ -1,5 +1,6 @@
 """Pages: login/logout, the audit log, and the user's API tokens."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -13,11 +14,35 @@ from common.errors import ApplicationError
 from common.pagination import paginate
 
 
+def login_context() -> dict:
+    """Which ways to sign in the login page offers."""
+    return {
+        "sso_enabled": settings.OIDC_ENABLED,
+        "sso_name": settings.OIDC_PROVIDER_NAME,
+        "local_passwords_enabled": settings.LOCAL_PASSWORDS_ENABLED,
+    }
+
+
 class LoginView(auth_views.LoginView):
     """The sign-in page (there is no public sign-up: admins add members)."""
 
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        if not settings.LOCAL_PASSWORDS_ENABLED:
+            # Refused before any password is checked; the backend is not installed either.
+            context = {**login_context(), "next": ""}
+            context["refused_message"] = "Password sign-in is turned off; use single sign-on."
+            return render(request, self.template_name, context, status=403)
+        return super().post(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(login_context())
+        if self.request.GET.get("sso") == "failed":
+            context["refused_message"] = "Single sign-on did not sign you in. Try again."
+        return context
 
 
 logout_view = auth_views.LogoutView.as_view()

@@ -8,6 +8,7 @@ from common import views as common_views
 urlpatterns = [
     path("healthz", common_views.healthz, name="healthz"),
     path("accounts/", include("accounts.urls")),
+    path("oidc/", include("accounts.oidc")),  # single sign-on (OpenID Connect)
     path("", include("registry.urls")),  # /models/… and /batch-jobs/…
     path("", include("deployments.urls")),
     path("", include("monitoring.urls")),

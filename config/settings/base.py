@@ -426,3 +426,108 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 if VAR_DIR.stat().st_uid == os.getuid() and VAR_DIR.stat().st_mode & 0o077:
     VAR_DIR.chmod(0o700)
+# --- Sign-in: throttling and lockout (django-axes), single sign-on (OpenID Connect) ------------
+# accounts/throttle.py and accounts/oidc.py; the README's "Sign-in" section explains each one.
+import json as _json  # noqa: E402
+import re as _re  # noqa: E402
+from datetime import timedelta as _timedelta  # noqa: E402
+
+INSTALLED_APPS += ["axes"]
+# Last, so that it turns a lockout noticed anywhere in the request into the lockout page.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+# Failures are counted per client address (accounts.actor.client_ip, which trusts
+# X-Forwarded-For only for TRUSTED_PROXY_COUNT hops); reaching the limit locks the address out
+# of password and API-token sign-in until the cool-off ends.
+AXES_FAILURE_LIMIT = env_int("SIGN_IN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = _timedelta(minutes=env_int("SIGN_IN_LOCKOUT_MINUTES", 15))
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME.total_seconds() < 60:
+    raise ImproperlyConfigured("SIGN_IN_FAILURE_LIMIT >= 1 and SIGN_IN_LOCKOUT_MINUTES >= 1")
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "accounts.actor.client_ip"
+AXES_HANDLER = "accounts.throttle.AuditedAxesHandler"
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Successful sign-ins are not logged by axes; failures are audit events.
+AXES_DISABLE_ACCESS_LOG = True
+
+# OpenID Connect: on when OIDC_RP_CLIENT_ID is set. Endpoints come from the provider's
+# /.well-known/openid-configuration.
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_RP_CLIENT_SECRET = env_str("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT_SECONDS", 10.0)
+OIDC_USERNAME_CLAIM = env_str("OIDC_USERNAME_CLAIM", "preferred_username")
+# The claim (a string or a list of strings) whose values name teams and roles, and the operator's
+# map from each value to "team:role" (or a list of them), e.g.
+# {"ml-admins": "ml-platform:admin", "analysts": ["ml-platform:viewer", "vision:scientist"]}.
+# Sign-in makes the user's memberships in the mapped teams match the claim; other teams are left
+# as `manage.py addmember` set them.
+OIDC_TEAM_ROLE_CLAIM = env_str("OIDC_TEAM_ROLE_CLAIM", "groups")
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+
+
+def _team_role_map(raw: str) -> dict[str, list[tuple[str, str]]]:
+    try:
+        loaded = _json.loads(raw or "{}")
+    except ValueError as error:
+        raise ImproperlyConfigured(f"OIDC_TEAM_ROLE_MAP is not JSON: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ImproperlyConfigured("OIDC_TEAM_ROLE_MAP must be a JSON object")
+    parsed = {}
+    for value, targets in loaded.items():
+        targets = [targets] if isinstance(targets, str) else targets
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ImproperlyConfigured(f"OIDC_TEAM_ROLE_MAP[{value!r}]: use 'team:role' strings")
+        parsed[value] = []
+        for target in targets:
+            team, _, role = target.partition(":")
+            if not _re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", team) or role not in {
+                "viewer",
+                "scientist",
+                "deployer",
+                "admin",
+            }:
+                raise ImproperlyConfigured(
+                    f"OIDC_TEAM_ROLE_MAP[{value!r}]: {target!r} is not 'team:role' with a team "
+                    "slug and a role of viewer, scientist, deployer or admin"
+                )
+            parsed[value].append((team, role))
+    return parsed
+
+
+OIDC_TEAM_ROLE_MAP = _team_role_map(env_str("OIDC_TEAM_ROLE_MAP", "{}"))
+if OIDC_ENABLED:
+    _missing = [
+        name
+        for name in (
+            "OIDC_RP_CLIENT_SECRET",
+            "OIDC_OP_ISSUER",
+            "OIDC_OP_AUTHORIZATION_ENDPOINT",
+            "OIDC_OP_TOKEN_ENDPOINT",
+            "OIDC_OP_USER_ENDPOINT",
+            "OIDC_OP_JWKS_ENDPOINT",
+        )
+        if not globals()[name]
+    ]
+    if _missing:
+        raise ImproperlyConfigured(f"OIDC_RP_CLIENT_ID is set, so set {', '.join(_missing)} too")
+# Off: the login page offers only single sign-on and no password is checked anywhere (the
+# admin site included); API tokens keep working.
+LOCAL_PASSWORDS_ENABLED = env_bool("LOCAL_PASSWORDS_ENABLED", True)
+if not LOCAL_PASSWORDS_ENABLED and not OIDC_ENABLED:
+    raise ImproperlyConfigured("LOCAL_PASSWORDS_ENABLED=false needs OIDC_RP_CLIENT_ID (SSO)")
+AUTHENTICATION_BACKENDS = [
+    # First: refuses every sign-in from a locked-out address before any credential is checked.
+    "axes.backends.AxesStandaloneBackend",
+    *(["accounts.oidc.SignInBackend"] if OIDC_ENABLED else []),
+    *(["django.contrib.auth.backends.ModelBackend"] if LOCAL_PASSWORDS_ENABLED else []),
+]

@@ -17,9 +17,9 @@ from rest_framework.decorators import (
     throttle_classes,
 )
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 
 from accounts.actor import Actor, client_ip
+from accounts.throttle import ClientAddressThrottle
 from common.errors import ApplicationError
 from deployments.edge import selectors, services
 from deployments.models import EdgeDevice
@@ -68,7 +68,7 @@ def _device_view(methods):
     return wrap
 
 
-class EnrollThrottle(AnonRateThrottle):
+class EnrollThrottle(ClientAddressThrottle):
     """Enrollment codes are long and random; this only slows down noisy clients."""
 
     rate = "30/min"

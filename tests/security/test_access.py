@@ -541,8 +541,14 @@ def _stop_rollout(world: World) -> None:
 PREPARE = {
     "/api/v1/edge/rollouts/{rollout_id}/retry/": _stop_rollout,
 }
-# POSTs that change nothing of the team's (or nothing at all).
-NOT_STATE_CHANGING = {"/accounts/login/", "/accounts/logout/"}
+# POSTs that change nothing of the team's (or nothing at all); the single sign-on views answer
+# GET only (a team's memberships change there only as the operator's claim map says).
+NOT_STATE_CHANGING = {
+    "/accounts/login/",
+    "/accounts/logout/",
+    "/oidc/authenticate/",
+    "/oidc/callback/",
+}
 # Page forms that list only the teams where the user has the role: a lower role sees the form
 # again with an error (200) rather than a 403; the matrix still requires that nothing changed.
 TEAM_CHOICE_FORMS = {"/models/_new/", "/targets/", "/webhooks/new/", "/endpoints/new/"}

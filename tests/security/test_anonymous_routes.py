@@ -28,6 +28,10 @@ PUBLIC_ROUTES = {
     # made for its fleet, checked inside the view (a bad code is a 400; see
     # test_enrollment_refuses_bad_codes). Throttled per address.
     "/api/v1/edge/enroll/",
+    # Single sign-on: starts at the provider and comes back with a one-time code, checked
+    # against the provider (tests/accounts/test_oidc.py); 404 while SSO is not configured.
+    "/oidc/authenticate/",
+    "/oidc/callback/",
 }
 # Routes that take a machine's token checked inside the view (the gateway's token for the
 # prediction log): a wrong method is 405 before anything is read, the right one is 401 without
