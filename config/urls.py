@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", include("registry.urls")),  # /models/… and /batch-jobs/…
     path("", include("deployments.urls")),
+    path("", include("events.urls")),  # /webhooks/…
     path("", include("monitoring.urls")),
     path("api/", include("config.api_urls")),
     path("admin/", admin.site.urls),

@@ -20,6 +20,7 @@ from accounts.models import Role, Team
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from deployments import hooks
 from deployments.models import (
     DeploymentEvent,
     Endpoint,
@@ -33,6 +34,8 @@ from deployments.models import (
     VariantRole,
     resource_name_validator,
 )
+from events.models import EventKind
+from events.services import event_record
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
 
@@ -590,11 +593,9 @@ def endpoint_rollback(
         note=note or f"Roll back to release {earlier.number}",
         audit_data={"restores": earlier.number},
     )
-    from monitoring.services import webhook_emit  # monitoring's models refer to ours
-
-    webhook_emit(
+    event_record(
         team=endpoint.team_id,
-        event="endpoint.rollback",
+        kind=EventKind.ROLLBACK,
         payload={
             "endpoint": endpoint.name,
             "release": release.number,
@@ -645,9 +646,7 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
     current, following = release.strategy[0], release.strategy[1:]
     if (timezone.now() - release.live_at).total_seconds() < current["bake_seconds"]:
         return None
-    from monitoring.guardrails import rollout_step_allowed  # monitoring's models refer to ours
-
-    allowed, reason = rollout_step_allowed(endpoint=endpoint, release=release)
+    allowed, reason = hooks.rollout_step_allowed(endpoint=endpoint, release=release)
     if not allowed:
         logger.info("rollout of endpoint %s holds: %s", endpoint.pk, reason)
         return None

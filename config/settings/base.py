@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "common",
     "accounts",
+    "events",
     "registry",
     "deployments",
     "monitoring",
@@ -334,11 +335,13 @@ CELERY_BEAT_SCHEDULE = {
     "evaluate-experiments": {"task": "monitoring.tasks.evaluate_experiments", "schedule": 60.0},
     # Drop prediction records and feedback past their retention.
     "prune-prediction-log": {"task": "monitoring.tasks.prune_prediction_log", "schedule": 3600.0},
-    # Retry webhook deliveries whose backoff has elapsed.
+    # Retry webhook deliveries whose backoff has elapsed (and send those the broker lost).
     "retry-webhook-deliveries": {
-        "task": "monitoring.tasks.retry_webhook_deliveries",
+        "task": "events.tasks.retry_webhook_deliveries",
         "schedule": 30.0,
     },
+    # Drop delivered or failed webhook deliveries and their events past the retention.
+    "prune-events": {"task": "events.tasks.prune_events", "schedule": 3600.0},
     # Fleet rollouts move on with device heartbeats; this starts waves whose rate limit or
     # timeout ran out while no device reported (e.g. the whole wave is offline).
     "advance-edge-rollouts": {

@@ -24,11 +24,12 @@ from accounts.services import token_create
 from deployments import services as deployment_services
 from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
+from events import services as events_services
+from events.models import EventKind
 from monitoring import experiments as experiment_services
 from monitoring import feedback as feedback_services
 from monitoring import guardrails as guardrail_services
 from monitoring import services as monitoring_services
-from monitoring.models import WebhookEvent
 from registry import services as registry_services
 from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
 from registry.storage import artifact_storage, new_storage_key
@@ -135,12 +136,12 @@ def build_world(team, owner) -> World:
     build = Build.objects.create(
         version=version, target=target, base_image="python:3.11-slim", log=xss("build_log")
     )
-    webhook = monitoring_services.webhook_create(
+    webhook = events_services.webhook_create(
         actor=actor,
         team=team,
         name=xss("webhook_name")[:100],
         url="https://hooks.example.com/modeldeck",
-        events=[WebhookEvent.ALERT_OPENED],
+        events=[EventKind.ALERT_OPENED],
     )
     rule = monitoring_services.alert_rule_create(
         actor=actor,
@@ -396,7 +397,7 @@ def object_routes() -> list[Route]:
 # caller's own token bookkeeping.
 _VOLATILE_MODELS = {"accounts.auditevent", "sessions.session"}
 _VOLATILE_FIELDS = {"last_used_at", "last_login"}
-_APPS = ("accounts", "registry", "deployments", "monitoring", "auth")
+_APPS = ("accounts", "events", "registry", "deployments", "monitoring", "auth")
 
 
 def snapshot() -> dict:
