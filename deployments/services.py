@@ -286,7 +286,9 @@ def target_create(
         raise ApplicationError("config must be a JSON object.", {"config": "object"})
     config = _validated_config(team, kind, config)
     if Target.objects.filter(name=name).exists():
-        raise ApplicationError(f"A target named {name!r} already exists.", {"name": name})
+        raise ApplicationError(
+            f"A target named {name!r} already exists.", {"name": name}, status=409
+        )
     target = Target.objects.create(
         team=team,
         name=name,
@@ -354,7 +356,9 @@ def endpoint_create(
         version = _version_resolve(actor=actor, reference=version)
     _check_deployable(version=version, target=target, team_id=target.team_id)
     if Endpoint.objects.filter(name=name).exists():
-        raise ApplicationError(f"An endpoint named {name!r} already exists.", {"name": name})
+        raise ApplicationError(
+            f"An endpoint named {name!r} already exists.", {"name": name}, status=409
+        )
     try:
         with transaction.atomic():
             endpoint = Endpoint.objects.create(
@@ -362,7 +366,7 @@ def endpoint_create(
             )
     except IntegrityError:
         raise ApplicationError(
-            f"An endpoint named {name!r} already exists.", {"name": name}
+            f"An endpoint named {name!r} already exists.", {"name": name}, status=409
         ) from None
     endpoint = _lock(endpoint)
     _release_write(
