@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 
 from django.apps import apps
-from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
@@ -31,9 +30,8 @@ from monitoring import feedback as feedback_services
 from monitoring import guardrails as guardrail_services
 from monitoring import services as monitoring_services
 from registry import services as registry_services
-from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
-from registry.storage import artifact_storage, new_storage_key
-from tests.deployments.conftest import onnx_adder
+from registry.models import ArtifactKind, ModelVersion, RegisteredModel
+from tests.factories import ModelVersionFactory
 
 # What a user can type and the pages show, per field; each payload names its field so a test
 # can check that the field really reaches a page (escaped) and not only that nothing is raw.
@@ -73,31 +71,9 @@ class World:
 
 def stored_version(model: RegisteredModel, number: int, **fields) -> ModelVersion:
     """A ready, approved version with a real ONNX file in artifact storage."""
-    content = onnx_adder(number)
-    version = ModelVersion.objects.create(
-        model=model,
-        number=number,
-        status="ready",
-        approval=Approval.APPROVED,
-        signature={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        },
-        **fields,
+    return ModelVersionFactory(
+        model=model, number=number, artifact__original_name=xss("original_name"), **fields
     )
-    key = new_storage_key(model_id=model.pk, kind=ArtifactKind.MODEL)
-    artifact_storage().save(key, ContentFile(content))
-    Artifact.objects.create(
-        version=version,
-        kind=ArtifactKind.MODEL,
-        storage_key=key,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        content_type="application/octet-stream",
-        original_name=xss("original_name"),
-    )
-    RegisteredModel.objects.filter(pk=model.pk).update(last_version_number=number)
-    return version
 
 
 def build_world(team, owner) -> World:
