@@ -7,6 +7,7 @@ drf-spectacular's AutoSchema imports DRF's views, which would make the import ci
 
 from django.core.exceptions import FieldDoesNotExist
 from drf_spectacular.openapi import AutoSchema as _SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 
@@ -73,6 +74,8 @@ class AutoSchema(_SpectacularAutoSchema):
         statuses = dict(ERROR_STATUSES)
         if self.method in ("POST", "PUT", "PATCH"):
             statuses.update(BODY_ERROR_STATUSES)
+        if getattr(self.view, "throttle_classes", None):
+            statuses["429"] = "Too many requests; retry after the time `error` names."
         for code, description in statuses.items():
             if code not in responses:
                 response = self._get_response_for_code(ErrorSerializer, code, direction=direction)
@@ -96,3 +99,10 @@ def paginated(serializer_class: type[serializers.Serializer]) -> type[serializer
             "__doc__": f"One page of {name} objects.",
         },
     )
+
+
+# The query parameters of `common.api.Pagination`, for function views that page by hand.
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", int, description="A page number within the paginated result."),
+    OpenApiParameter("page_size", int, description="Results per page (at most 500)."),
+]

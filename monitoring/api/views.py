@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from accounts.actor import Actor
 from common.api import Pagination
 from common.errors import ApplicationError
-from common.schema import paginated
+from common.schema import PAGE_PARAMETERS, paginated
 from deployments.models import Endpoint
 from monitoring import experiments, feedback, guardrails, selectors
 from monitoring.api import serializers as api
@@ -248,10 +248,7 @@ def experiment_document(experiment) -> dict:
 @extend_schema(
     methods=["GET"],
     operation_id="v1_experiments_list",
-    parameters=[
-        OpenApiParameter("page", int, description="A page number within the paginated result."),
-        OpenApiParameter("page_size", int, description="Results per page (at most 500)."),
-    ],
+    parameters=PAGE_PARAMETERS,
     responses=paginated(api.ExperimentSerializer),
 )
 @extend_schema(

@@ -42,21 +42,8 @@ def _schema():
 schema = _schema()
 
 
-# Edge operations (deployments/api/edge.py) still answer free-form objects; they get serializers
-# when edge becomes its own app. Nothing may join this list: new operations are typed.
-FREE_FORM_OPERATIONS = {
-    "GET /api/v1/edge/desired/",
-    "POST /api/v1/edge/enroll/",
-    "POST /api/v1/edge/heartbeat/",
-    "GET /api/v1/edge/rollouts/{rollout_id}/",
-    "POST /api/v1/edge/rollouts/{rollout_id}/cancel/",
-    "POST /api/v1/edge/rollouts/{rollout_id}/retry/",
-    "GET /api/v1/targets/{name}/devices/",
-    "POST /api/v1/targets/{name}/devices/{device}/revoke/",
-    "POST /api/v1/targets/{name}/enrollment-codes/",
-    "GET /api/v1/targets/{name}/rollouts/",
-    "POST /api/v1/targets/{name}/rollouts/",
-}
+# Operations that may answer free-form objects: none. New operations are typed.
+FREE_FORM_OPERATIONS: set[str] = set()
 FREE_FORM = ({"type": "object", "additionalProperties": {}}, {"type": "object"})
 
 
