@@ -1,4 +1,5 @@
-"""API plumbing shared by every app: the error format and pagination."""
+"""API plumbing shared by every app: the error format and pagination (common/schema.py puts
+both in the OpenAPI schema)."""
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError

@@ -11,6 +11,7 @@ urlpatterns = [
     path("oidc/", include("accounts.oidc")),  # single sign-on (OpenID Connect)
     path("", include("registry.urls")),  # /models/… and /batch-jobs/…
     path("", include("deployments.urls")),
+    path("", include("events.urls")),  # /webhooks/…
     path("", include("monitoring.urls")),
     path("api/", include("config.api_urls")),
     path("admin/", admin.site.urls),

@@ -51,6 +51,8 @@ from deployments.targets.base import (
     StaleGeneration,
     TargetDriver,
 )
+from events.models import EventKind
+from events.services import event_record
 from registry.models import ModelVersion
 from registry.storage import materialize_version
 
@@ -465,11 +467,9 @@ class _Run:
         )
         self.event(f"Release {self.release.number} is live.")
         if went_live:
-            from monitoring.services import webhook_emit  # monitoring's models refer to ours
-
-            webhook_emit(
+            event_record(
                 team=self.endpoint.team_id,
-                event="release.live",
+                kind=EventKind.RELEASE_LIVE,
                 payload={
                     "endpoint": self.endpoint.name,
                     "release": self.release.number,

@@ -21,7 +21,6 @@ from deployments.models import (
 
 # The statuses during which an endpoint's page keeps polling for progress.
 POLLING_STATUSES = {EndpointStatus.PENDING, EndpointStatus.PROGRESSING}
-EVENT_PAGE_SIZE = 500
 
 
 def target_list_for_actor(*, actor: Actor) -> QuerySet[Target]:
@@ -52,9 +51,8 @@ def release_list_for_endpoint(*, endpoint: Endpoint) -> QuerySet[Release]:
 
 
 def event_list_for_endpoint(*, endpoint: Endpoint, since: int = 0) -> QuerySet[DeploymentEvent]:
-    """Progress lines after event id `since`, oldest first, at most one page."""
-    events = endpoint.events.filter(id__gt=since).select_related("release").order_by("id")
-    return events[:EVENT_PAGE_SIZE]
+    """Progress lines after event id `since`, oldest first (the API pages them)."""
+    return endpoint.events.filter(id__gt=since).select_related("release").order_by("id")
 
 
 def event_tail_for_endpoint(*, endpoint: Endpoint, count: int = 50) -> list[DeploymentEvent]:

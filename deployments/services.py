@@ -21,7 +21,7 @@ from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
-from deployments import compatibility
+from deployments import compatibility, hooks
 from deployments.access import key_required_by_default, keys_enforceable
 from deployments.models import (
     DeploymentEvent,
@@ -37,6 +37,8 @@ from deployments.models import (
     resource_name_validator,
 )
 from deployments.signals import release_written
+from events.models import EventKind
+from events.services import event_record
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
 
@@ -386,7 +388,9 @@ def target_create(
         raise ApplicationError("config must be a JSON object.", {"config": "object"})
     config = _validated_config(team, kind, config)
     if Target.objects.filter(name=name).exists():
-        raise ApplicationError(f"A target named {name!r} already exists.", {"name": name})
+        raise ApplicationError(
+            f"A target named {name!r} already exists.", {"name": name}, status=409
+        )
     target = Target.objects.create(
         team=team,
         name=name,
@@ -454,7 +458,9 @@ def endpoint_create(
         version = _version_resolve(actor=actor, reference=version)
     _check_deployable(version=version, target=target, team_id=target.team_id)
     if Endpoint.objects.filter(name=name).exists():
-        raise ApplicationError(f"An endpoint named {name!r} already exists.", {"name": name})
+        raise ApplicationError(
+            f"An endpoint named {name!r} already exists.", {"name": name}, status=409
+        )
     try:
         with transaction.atomic():
             endpoint = Endpoint.objects.create(
@@ -466,7 +472,7 @@ def endpoint_create(
             )
     except IntegrityError:
         raise ApplicationError(
-            f"An endpoint named {name!r} already exists.", {"name": name}
+            f"An endpoint named {name!r} already exists.", {"name": name}, status=409
         ) from None
     endpoint = _lock(endpoint)
     _release_write(
@@ -735,11 +741,9 @@ def endpoint_rollback(
         audit_data={"restores": earlier.number, **signature},
         reason_text=f"the rollback to release {earlier.number} by {actor.label}",
     )
-    from monitoring.services import webhook_emit  # monitoring's models refer to ours
-
-    webhook_emit(
+    event_record(
         team=endpoint.team_id,
-        event="endpoint.rollback",
+        kind=EventKind.ROLLBACK,
         payload={
             "endpoint": endpoint.name,
             "release": release.number,
@@ -879,9 +883,7 @@ def endpoint_advance_rollout(*, endpoint_id: int) -> Release | None:
     current, following = release.strategy[0], release.strategy[1:]
     if (timezone.now() - release.live_at).total_seconds() < current["bake_seconds"]:
         return None
-    from monitoring.guardrails import rollout_step_allowed  # monitoring's models refer to ours
-
-    allowed, reason = rollout_step_allowed(endpoint=endpoint, release=release)
+    allowed, reason = hooks.rollout_step_allowed(endpoint=endpoint, release=release)
     if not allowed:
         logger.info("rollout of endpoint %s holds: %s", endpoint.pk, reason)
         return None

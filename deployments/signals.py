@@ -16,3 +16,8 @@ same change.
 from django.dispatch import Signal
 
 release_written = Signal()
+
+# A device's heartbeat carried a metric summary for a fleet endpoint; sent inside the heartbeat's
+# transaction with kwargs `endpoint`, `version_id` and `summary` (already validated by
+# deployments.edge.services.check_heartbeat).
+edge_summary_received = Signal()

@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from deployments import reconciler, selectors
+from deployments import hooks, reconciler, selectors
 from deployments.edge.tasks import advance_edge_rollouts  # noqa: F401 (registers the task)
 from deployments.models import Target
 from deployments.services import endpoint_advance_rollout
@@ -26,12 +26,10 @@ def reconcile_endpoint(endpoint_id: int) -> str:
 @shared_task(ignore_result=True)
 def reconcile_all() -> int:
     """Beat: advance baked canaries, remove orphans, and re-converge every endpoint."""
-    from monitoring.guardrails import rollback_policies_evaluate_all
-
     rolling_out = selectors.endpoint_ids_rolling_out()
-    # Canary steps are gated by the endpoint's rollback policy: judge each rolling-out endpoint
-    # now (a breach rolls back here) so that a step never waits a whole minute for its verdict.
-    rollback_policies_evaluate_all(endpoint_ids=rolling_out)
+    # Canary steps are gated (monitoring registers its rollback policies): judge each rolling-out
+    # endpoint now (a breach rolls back here) so that a step never waits a minute for its verdict.
+    hooks.rollout_review(endpoint_ids=rolling_out)
     for endpoint_id in rolling_out:
         endpoint_advance_rollout(endpoint_id=endpoint_id)
     for target in Target.objects.filter(endpoints__isnull=False).distinct():

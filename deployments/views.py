@@ -12,7 +12,7 @@ from accounts.models import Role, Team
 from common.errors import ApplicationError
 from common.htmx import render_page_or_partial
 from common.pagination import paginate
-from deployments import access, selectors, services
+from deployments import access, hooks, selectors, services
 from deployments.forms import (
     DeployForm,
     EndpointCreateForm,
@@ -93,9 +93,7 @@ def endpoint_detail(request, name: str):
         **_scale_context(endpoint),
     }
     if not request.htmx:
-        from monitoring.feedback import feedback_summary  # monitoring's models refer to ours
-
-        context["accuracy"] = feedback_summary(endpoint=endpoint)
+        context.update(hooks.endpoint_page_context(endpoint=endpoint))
     return render_page_or_partial(
         request, "deployments/endpoint_detail.html", "deployments/_endpoint_progress.html", context
     )

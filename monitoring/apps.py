@@ -6,9 +6,20 @@ class MonitoringConfig(AppConfig):
 
     name = "monitoring"
 
-    def ready(self) -> None:
-        # deployments cannot import monitoring; it announces each release it writes instead.
-        from deployments.signals import release_written
+    def ready(self):
+        # Deployments asks, monitoring answers: the canary gate, its review, page figures, and
+        # the edge metric summaries (deployments never imports monitoring).
+        from deployments import hooks, signals
+        from monitoring import edge_ingest, feedback, guardrails
         from monitoring.experiments import on_release_written
 
-        release_written.connect(on_release_written, dispatch_uid="monitoring.experiments.end")
+        hooks.register_rollout_gate(guardrails.rollout_step_allowed)
+        hooks.register_rollout_review(guardrails.rollback_policies_evaluate_all)
+        hooks.register_endpoint_page_context(feedback.endpoint_page_accuracy)
+        signals.edge_summary_received.connect(
+            edge_ingest.edge_summary_receive, dispatch_uid="monitoring.edge_summary"
+        )
+        # ... and announces each release it writes: a change of an experiment's arm ends it.
+        signals.release_written.connect(
+            on_release_written, dispatch_uid="monitoring.experiments.end"
+        )

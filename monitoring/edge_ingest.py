@@ -39,3 +39,8 @@ def edge_summary_record(*, endpoint: Endpoint, version_id: int, summary: dict[st
         contribution=contribution,
     )
     return True
+
+
+def edge_summary_receive(sender, *, endpoint: Endpoint, version_id: int, summary: dict, **kwargs):
+    """Receiver of deployments' `edge_summary_received`: store the summary."""
+    edge_summary_record(endpoint=endpoint, version_id=version_id, summary=summary)

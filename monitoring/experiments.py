@@ -27,6 +27,8 @@ from accounts.services import audit_record
 from common.errors import ApplicationError
 from deployments import services as deployment_services
 from deployments.models import Endpoint, Release, VariantRole
+from events.models import EventKind
+from events.services import event_record
 from monitoring import sequential
 from monitoring.models import (
     HIGHER_IS_BETTER,
@@ -37,7 +39,6 @@ from monitoring.models import (
     ExperimentVerdict,
     Feedback,
     PredictionRecord,
-    WebhookEvent,
 )
 from registry.models import ModelVersion
 from registry.selectors import version_resolve
@@ -447,11 +448,9 @@ def _arms_unchanged(experiment: Experiment, variants: list[dict]) -> bool:
 
 
 def _emit_ended(experiment: Experiment) -> None:
-    from monitoring.services import webhook_emit
-
-    webhook_emit(
+    event_record(
         team=experiment.endpoint.team_id,
-        event=WebhookEvent.EXPERIMENT_ENDED,
+        kind=EventKind.EXPERIMENT_ENDED,
         payload={
             "experiment": experiment.pk,
             "name": experiment.name,

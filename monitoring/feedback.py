@@ -313,6 +313,11 @@ def feedback_record(*, actor: Actor, endpoint: Endpoint, items: Any) -> dict[str
 # --- reads ------------------------------------------------------------------------------------
 
 
+def endpoint_page_accuracy(*, endpoint: Endpoint) -> dict[str, Any]:
+    """The endpoint page's accuracy panel (registered as a deployments page hook)."""
+    return {"accuracy": feedback_summary(endpoint=endpoint)}
+
+
 def feedback_summary(*, endpoint: Endpoint, since: datetime | None = None) -> list[dict[str, Any]]:
     """Live accuracy (labels), mean absolute error (numbers) and mean reward per version."""
     rows = Feedback.objects.filter(endpoint=endpoint, version__isnull=False)

@@ -14,7 +14,6 @@ from monitoring.models import (
     Inconclusive,
     PolicyMetric,
     PolicyScope,
-    WebhookEvent,
 )
 
 STICKY_CHOICES = [("header", "Request header"), ("cookie", "Cookie")]
@@ -37,22 +36,6 @@ class AlertRuleForm(forms.Form):
         help_text="How long the condition must hold before an alert opens (and stay clear "
         "before it resolves).",
     )
-
-
-class WebhookForm(forms.Form):
-    """A new webhook of one of the user's teams."""
-
-    team = forms.ModelChoiceField(queryset=None, empty_label=None)
-    name = forms.CharField(max_length=100)
-    url = forms.URLField(max_length=2000, assume_scheme="https")
-    events = forms.MultipleChoiceField(
-        choices=[choice for choice in WebhookEvent.choices if choice[0] != WebhookEvent.PING],
-        widget=forms.CheckboxSelectMultiple,
-    )
-
-    def __init__(self, *args, teams, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = teams
 
 
 # --- experiments and rollback policies ----------------------------------------------------------

@@ -48,9 +48,6 @@ RECONCILE_DURATION = Histogram(
     ["outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
-WEBHOOK_DELIVERIES = Counter(
-    "modeldeck_webhook_delivery_attempts", "Webhook delivery attempts by outcome.", ["outcome"]
-)
 
 
 def record_reconcile(seconds: float, *, outcome: str = "converged") -> None:
@@ -88,7 +85,8 @@ class DatabaseCollector:
 
     def collect(self):
         from deployments.models import Endpoint
-        from monitoring.models import Alert, ScrapeState, WebhookDelivery
+        from events.models import WebhookDelivery
+        from monitoring.models import Alert, ScrapeState
 
         now = timezone.now().timestamp()
         endpoints = GaugeMetricFamily(

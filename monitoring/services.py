@@ -1,26 +1,23 @@
-"""Writes for monitoring: rollup upkeep, drift reports, alert rules and alerts, webhooks."""
+"""Writes for monitoring: rollup upkeep, drift reports, alert rules and alerts."""
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
-import time
 from datetime import datetime, timedelta
-from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from accounts.actor import Actor
-from accounts.models import Role, Team
+from accounts.models import Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from deployments.models import Endpoint, EndpointStatus
-from monitoring import drift, histograms, webhooks
+from events.models import EventKind
+from events.services import event_record
+from monitoring import drift, histograms
 from monitoring.conf import setting
 from monitoring.exposition import Contribution
 from monitoring.models import (
@@ -30,15 +27,11 @@ from monitoring.models import (
     AlertStatus,
     Comparator,
     Component,
-    DeliveryStatus,
     DriftReport,
     DriftVerdict,
     MetricHour,
     MetricPoint,
     ScrapeState,
-    Webhook,
-    WebhookDelivery,
-    WebhookEvent,
 )
 from registry.models import ModelVersion
 
@@ -126,12 +119,7 @@ def metrics_prune(*, now: datetime | None = None) -> dict[str, int]:
     states, _ = ScrapeState.objects.filter(
         Q(fetched_at__lt=forgotten) | Q(fetched_at__isnull=True)
     ).delete()
-    deliveries, _ = (
-        WebhookDelivery.objects.filter(created_at__lt=now - timedelta(days=30))
-        .exclude(status=DeliveryStatus.PENDING)
-        .delete()
-    )
-    return {"minutes": minutes, "hours": hours, "scrape_states": states, "deliveries": deliveries}
+    return {"minutes": minutes, "hours": hours, "scrape_states": states}
 
 
 # --- drift -----------------------------------------------------------------------------------
@@ -215,9 +203,9 @@ def drift_report_create(
             },
         )
         if report.verdict == DriftVerdict.DRIFT and previous != DriftVerdict.DRIFT:
-            webhook_emit(
+            event_record(
                 team=endpoint.team,
-                event=WebhookEvent.DRIFT_DETECTED,
+                kind=EventKind.DRIFT_DETECTED,
                 payload={
                     "endpoint": endpoint.name,
                     "version": version.reference,
@@ -472,9 +460,9 @@ def _alert_open(rule: AlertRule, value: float, now: datetime) -> Alert | None:
     except IntegrityError:
         # Another evaluator opened it first; one open alert per rule.
         return Alert.objects.filter(rule=rule, status=AlertStatus.OPEN).first()
-    webhook_emit(
+    event_record(
         team=rule.endpoint.team,
-        event=WebhookEvent.ALERT_OPENED,
+        kind=EventKind.ALERT_OPENED,
         payload=_alert_payload(alert, rule),
     )
     return alert
@@ -486,9 +474,9 @@ def _alert_resolve(rule: AlertRule, alert: Alert, value: float | None, now: date
     )
     if resolved:
         alert.refresh_from_db()
-        webhook_emit(
+        event_record(
             team=rule.endpoint.team,
-            event=WebhookEvent.ALERT_RESOLVED,
+            kind=EventKind.ALERT_RESOLVED,
             payload=_alert_payload(alert, rule),
         )
 
@@ -499,253 +487,3 @@ def alerts_evaluate_all(*, now: datetime | None = None) -> int:
     for rule in AlertRule.objects.filter(is_enabled=True).select_related("endpoint"):
         alert_rule_evaluate(rule=rule, now=now)
     return Alert.objects.filter(status=AlertStatus.OPEN).count()
-
-
-# --- webhooks --------------------------------------------------------------------------------
-
-
-def _check_events(events: list[str]) -> list[str]:
-    unknown = sorted(set(events) - set(WebhookEvent.values))
-    if unknown:
-        raise ApplicationError(f"Unknown events: {', '.join(unknown)}.", {"events": unknown})
-    if not events:
-        raise ApplicationError("Subscribe to at least one event.", {"events": []})
-    return sorted(set(events))
-
-
-@transaction.atomic
-def webhook_create(*, actor: Actor, team: Team, name: str, url: str, events: list[str]) -> Webhook:
-    """Register a team's webhook (deployers and admins). Internal hosts stay blocked until an
-    installation admin allows them."""
-    require_role(actor, team.pk, Role.DEPLOYER)
-    name = name.strip()
-    if not name or len(name) > 100:
-        raise ApplicationError("A webhook name is 1 to 100 characters.", {"name": []})
-    try:
-        webhooks.split_url(url)
-    except webhooks.UnsafeDestination as error:
-        raise ApplicationError(f"URL: {error}.", {"url": [str(error)]}) from None
-    webhook = Webhook.objects.create(
-        team=team,
-        name=name,
-        url=url,
-        events=_check_events(events),
-        created_by=actor.user,
-        secret_salt=secrets.token_hex(16),
-    )
-    audit_record(
-        actor=actor,
-        action="webhook.create",
-        target=webhook,
-        team=team,
-        data={"url": url, "events": webhook.events},
-    )
-    return webhook
-
-
-@transaction.atomic
-def webhook_delete(*, actor: Actor, webhook: Webhook) -> None:
-    """Remove a webhook and its delivery log (deployers and admins)."""
-    require_role(actor, webhook.team_id, Role.DEPLOYER)
-    audit_record(
-        actor=actor,
-        action="webhook.delete",
-        target=webhook,
-        team=webhook.team_id,
-        data={"url": webhook.url},
-    )
-    webhook.delete()
-
-
-@transaction.atomic
-def webhook_rotate_secret(*, actor: Actor, webhook: Webhook) -> Webhook:
-    """Give a webhook a new signing secret (deployers and admins)."""
-    require_role(actor, webhook.team_id, Role.DEPLOYER)
-    Webhook.objects.filter(pk=webhook.pk).update(secret_salt=secrets.token_hex(16))
-    audit_record(actor=actor, action="webhook.rotate_secret", target=webhook, team=webhook.team_id)
-    webhook.refresh_from_db()
-    return webhook
-
-
-@transaction.atomic
-def webhook_allow_host(*, actor: Actor, webhook: Webhook, allow: bool) -> Webhook:
-    """Let a webhook's host resolve to internal addresses, or take that back.
-
-    Only installation admins (staff) may: it opens a path from the server into the internal
-    network, which a team role must not be able to grant itself.
-    """
-    user = actor.user
-    if user is None or not (user.is_active and user.is_staff):
-        from django.core.exceptions import PermissionDenied
-
-        raise PermissionDenied("Only installation admins can allow internal hosts.")
-    host = webhooks.split_url(webhook.url)[1] if allow else ""
-    Webhook.objects.filter(pk=webhook.pk).update(
-        allowed_host=host, allowed_by=user if allow else None
-    )
-    audit_record(
-        actor=actor,
-        action="webhook.allow_host" if allow else "webhook.disallow_host",
-        target=webhook,
-        team=webhook.team_id,
-        data={"host": host},
-    )
-    webhook.refresh_from_db()
-    return webhook
-
-
-def _json_ready(payload: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
-
-
-def webhook_emit(*, team: Team | int, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
-    """Queue `event` for every active webhook of `team` subscribed to it.
-
-    Call it inside the transaction of the change it reports: the deliveries are written with it
-    and sent after commit (and retried with backoff until they land).
-    """
-    if event not in WebhookEvent.values:
-        raise ValueError(f"unknown webhook event {event!r}")
-    team_id = team.pk if isinstance(team, Team) else team
-    data = _json_ready(payload)
-    deliveries = [
-        WebhookDelivery.objects.create(webhook=webhook, event=event, payload=data)
-        for webhook in Webhook.objects.filter(team_id=team_id, is_active=True)
-        if event in webhook.events or event == WebhookEvent.PING
-    ]
-    if deliveries:
-        ids = [delivery.pk for delivery in deliveries]
-        transaction.on_commit(lambda: _enqueue_deliveries(ids))
-    return deliveries
-
-
-def _enqueue_deliveries(ids: list[int]) -> None:
-    from monitoring.tasks import deliver_webhook
-
-    for delivery_id in ids:
-        try:
-            deliver_webhook.delay(delivery_id)
-        except Exception:  # the broker is down: the periodic retry task will send it
-            logger.warning("could not enqueue webhook delivery %s", delivery_id, exc_info=True)
-
-
-@transaction.atomic
-def webhook_ping(*, actor: Actor, webhook: Webhook) -> WebhookDelivery:
-    """Send a test event to one webhook (deployers and admins)."""
-    require_role(actor, webhook.team_id, Role.DEPLOYER)
-    delivery = WebhookDelivery.objects.create(
-        webhook=webhook,
-        event=WebhookEvent.PING,
-        payload={"message": "Modeldeck test event", "by": actor.label},
-    )
-    audit_record(actor=actor, action="webhook.ping", target=webhook, team=webhook.team_id)
-    transaction.on_commit(lambda: _enqueue_deliveries([delivery.pk]))
-    return delivery
-
-
-def delivery_body(delivery: WebhookDelivery) -> bytes:
-    """The exact JSON document sent (the same on every attempt)."""
-    document = {
-        "id": str(delivery.delivery_id),
-        "event": delivery.event,
-        "created_at": delivery.created_at,
-        "team": delivery.webhook.team.name,
-        "data": delivery.payload,
-    }
-    return json.dumps(document, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff after the n-th failed attempt: base, 2×base, 4×base, … capped."""
-    base = float(setting("WEBHOOK_RETRY_BASE_SECONDS"))
-    return timedelta(
-        seconds=min(base * 2 ** max(attempts - 1, 0), float(setting("WEBHOOK_RETRY_MAX_SECONDS")))
-    )
-
-
-def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> WebhookDelivery | None:
-    """Try one pending, due delivery once; schedule the next try or give up.
-
-    The attempt is claimed with a compare-and-set on the attempt count, so two workers never send
-    the same attempt. Returns the delivery, or None when there was nothing to do.
-    """
-    from monitoring.metrics import WEBHOOK_DELIVERIES
-
-    now = now or timezone.now()
-    delivery = (
-        WebhookDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING)
-        .select_related("webhook__team")
-        .first()
-    )
-    if delivery is None or (delivery.next_attempt_at and delivery.next_attempt_at > now):
-        return None
-    timeout = float(setting("WEBHOOK_TIMEOUT_SECONDS"))
-    claimed = WebhookDelivery.objects.filter(
-        pk=delivery.pk, status=DeliveryStatus.PENDING, attempts=delivery.attempts
-    ).update(
-        attempts=F("attempts") + 1,
-        last_attempt_at=now,
-        # While this attempt runs, nobody else picks it up.
-        next_attempt_at=now + timedelta(seconds=timeout * 3 + 30),
-    )
-    if not claimed:
-        return None
-    attempts = delivery.attempts + 1
-    webhook = delivery.webhook
-    if not webhook.is_active:
-        outcome = webhooks.Outcome(False, error="the webhook is paused", permanent=True)
-    else:
-        body = delivery_body(delivery)
-        timestamp = str(int(time.time()))
-        outcome = webhooks.post(
-            url=webhook.url,
-            allowed_host=webhook.allowed_host,
-            body=body,
-            headers={
-                webhooks.SIGNATURE_HEADER: webhooks.sign(webhook.secret, timestamp, body),
-                webhooks.TIMESTAMP_HEADER: timestamp,
-                webhooks.EVENT_HEADER: delivery.event,
-                webhooks.DELIVERY_HEADER: str(delivery.delivery_id),
-            },
-            timeout=timeout,
-        )
-    if outcome.delivered:
-        fields = {
-            "status": DeliveryStatus.SUCCEEDED,
-            "delivered_at": timezone.now(),
-            "next_attempt_at": None,
-            "last_error": "",
-        }
-        WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
-    elif outcome.permanent or attempts >= int(setting("WEBHOOK_MAX_ATTEMPTS")):
-        fields = {
-            "status": DeliveryStatus.FAILED,
-            "next_attempt_at": None,
-            "last_error": outcome.error[:1000],
-        }
-        WEBHOOK_DELIVERIES.labels(outcome="failed").inc()
-    else:
-        fields = {
-            "next_attempt_at": now + retry_delay(attempts),
-            "last_error": outcome.error[:1000],
-        }
-        WEBHOOK_DELIVERIES.labels(outcome="retry").inc()
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(response_status=outcome.status, **fields)
-    delivery.refresh_from_db()
-    return delivery
-
-
-def deliveries_retry_due(*, now: datetime | None = None, limit: int = 100) -> int:
-    """Attempt every pending delivery whose next try is due; returns how many were tried."""
-    now = now or timezone.now()
-    due = list(
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .order_by("next_attempt_at", "pk")
-        .values_list("pk", flat=True)[:limit]
-    )
-    tried = 0
-    for delivery_id in due:
-        if delivery_attempt(delivery_id=delivery_id, now=now) is not None:
-            tried += 1
-    return tried

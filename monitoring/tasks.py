@@ -1,7 +1,7 @@
-"""Periodic monitoring jobs (scheduled in CELERY_BEAT_SCHEDULE) and webhook delivery.
+"""Periodic monitoring jobs (scheduled in CELERY_BEAT_SCHEDULE).
 
 Every task is safe to run twice or concurrently: scrapes are fenced by their fetch time, rollups
-are recomputed, alerts are compare-and-set, deliveries are claimed by attempt count.
+are recomputed, alerts are compare-and-set.
 """
 
 import logging
@@ -39,18 +39,6 @@ def compute_drift_all() -> None:
 def evaluate_alerts() -> None:
     """Open and resolve alerts from every enabled rule."""
     services.alerts_evaluate_all()
-
-
-@shared_task(ignore_result=True)
-def deliver_webhook(delivery_id: int) -> None:
-    """Attempt one webhook delivery now (the retry task picks up later attempts)."""
-    services.delivery_attempt(delivery_id=delivery_id)
-
-
-@shared_task(ignore_result=True)
-def retry_webhook_deliveries() -> None:
-    """Attempt every webhook delivery whose backoff has run out."""
-    services.deliveries_retry_due()
 
 
 @shared_task(ignore_result=True)

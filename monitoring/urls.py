@@ -35,19 +35,7 @@ monitoring_patterns = [
         name="alert-rule-toggle",
     ),
     path("alerts/", views.alert_list, name="alert-list"),
-    path("webhooks/", views.webhook_list, name="webhook-list"),
-    path("webhooks/new/", views.webhook_create, name="webhook-create"),
-    path("webhooks/<int:pk>/", views.webhook_detail, name="webhook-detail"),
 ]
-for action in ("delete", "rotate", "ping", "allow-host", "disallow-host"):
-    monitoring_patterns.append(
-        path(
-            f"webhooks/<int:pk>/{action}/",
-            views.webhook_action,
-            {"action": action},
-            name=f"webhook-{action}",
-        )
-    )
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -29,6 +29,7 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
+from events.services import event_record
 from registry import inspection, profiling
 from registry.models import (
     ALIAS_NAME_PATTERN,
@@ -622,11 +623,8 @@ def version_record_validation(
 
 
 def _emit(team_id: int, event: str, payload: dict[str, Any]) -> None:
-    """Queue a webhook event inside the caller's transaction (sent after commit)."""
-    # Imported here: monitoring's models refer to the registry's.
-    from monitoring.services import webhook_emit
-
-    webhook_emit(team=team_id, event=event, payload=payload)
+    """Record a domain event inside the caller's transaction (delivered after commit)."""
+    event_record(team=team_id, kind=event, payload=payload)
 
 
 def _without_nul(value: Any) -> Any:

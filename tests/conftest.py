@@ -16,6 +16,37 @@ REQUIRED_TIERS = {
 }
 
 
+def worker_port_block(port_range: str, worker: str, workers: int) -> tuple[int, int]:
+    """The share of `port_range` ("low-high") that xdist worker `worker` ("gw3") of `workers`
+    binds in: equal, disjoint blocks, so parallel workers never take each other's ports."""
+    low, high = (int(part) for part in port_range.split("-"))
+    size = (high - low + 1) // max(workers, 1)
+    if size < 10:
+        raise pytest.UsageError(
+            f"LOCAL_TARGET_PORT_RANGE {port_range} is too small for -n {workers}"
+        )
+    start = low + int(worker.removeprefix("gw")) * size
+    return start, start + size - 1
+
+
+def _use_the_worker_port_block() -> None:
+    """Under `pytest -n`, serving processes (LOCAL_TARGET_PORT_RANGE, also inherited by child
+    processes) and the live server use the worker's own block of the configured range; the
+    live server takes the block's last port."""
+    from django.conf import settings
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    low, high = worker_port_block(str(settings.LOCAL_TARGET_PORT_RANGE), worker, workers)
+    settings.LOCAL_TARGET_PORT_RANGE = os.environ["LOCAL_TARGET_PORT_RANGE"] = f"{low}-{high - 1}"
+    os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"localhost:{high}"
+
+
+_use_the_worker_port_block()
+
+
 def tier_unavailable(tier: str, reason: str):
     """Skip a tier that cannot run here, unless CI said this tier must run (then fail)."""
     if tier in REQUIRED_TIERS:

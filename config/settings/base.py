@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "common",
     "accounts",
+    "events",
     "registry",
     "deployments",
     "monitoring",
@@ -54,6 +55,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "common.middleware.ContentSecurityPolicyMiddleware",
+    "common.middleware.ApiNotFoundMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -198,7 +200,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "common.api.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -335,11 +337,13 @@ CELERY_BEAT_SCHEDULE = {
     "evaluate-experiments": {"task": "monitoring.tasks.evaluate_experiments", "schedule": 60.0},
     # Drop prediction records and feedback past their retention.
     "prune-prediction-log": {"task": "monitoring.tasks.prune_prediction_log", "schedule": 3600.0},
-    # Retry webhook deliveries whose backoff has elapsed.
+    # Retry webhook deliveries whose backoff has elapsed (and send those the broker lost).
     "retry-webhook-deliveries": {
-        "task": "monitoring.tasks.retry_webhook_deliveries",
+        "task": "events.tasks.retry_webhook_deliveries",
         "schedule": 30.0,
     },
+    # Drop delivered or failed webhook deliveries and their events past the retention.
+    "prune-events": {"task": "events.tasks.prune_events", "schedule": 3600.0},
     # Fleet rollouts move on with device heartbeats; this starts waves whose rate limit or
     # timeout ran out while no device reported (e.g. the whole wave is offline).
     "advance-edge-rollouts": {

@@ -4,6 +4,18 @@ import os
 import tempfile
 
 os.environ.setdefault("DEBUG", "true")
+if os.environ.get("PYTEST_XDIST_WORKER", "") not in (
+    "",
+    os.environ.get("MODELDECK_TEST_VAR_DIR_WORKER"),
+):
+    # Each pytest-xdist worker gets a var dir of its own (the controller's is inherited through
+    # the environment): runtime folders, SQLite files and the installation id that names local
+    # serving processes must not be shared, or one worker's cleanup kills another's servers.
+    # Processes a worker starts (a reconcile child, a Celery worker) inherit the worker's dir.
+    os.environ["MODELDECK_TEST_VAR_DIR_WORKER"] = os.environ["PYTEST_XDIST_WORKER"]
+    os.environ["MODELDECK_VAR_DIR"] = tempfile.mkdtemp(
+        prefix=f"modeldeck-test-{os.environ['PYTEST_XDIST_WORKER']}-"
+    )
 os.environ.setdefault("MODELDECK_VAR_DIR", tempfile.mkdtemp(prefix="modeldeck-test-"))
 
 from config.settings.base import *  # noqa: F403

@@ -20,7 +20,10 @@ from rest_framework.response import Response
 
 from accounts.actor import Actor, client_ip
 from accounts.throttle import ClientAddressThrottle
+from common.api import Pagination
 from common.errors import ApplicationError
+from common.schema import PAGE_PARAMETERS, paginated
+from deployments.api import edge_serializers as edge_api
 from deployments.edge import selectors, services
 from deployments.models import EdgeDevice
 from registry.models import ArtifactKind
@@ -120,7 +123,10 @@ def _rollout_data(rollout) -> dict:
     }
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+@extend_schema(
+    request=edge_api.EnrollmentCodeInputSerializer,
+    responses={201: edge_api.EnrollmentCodeSerializer},
+)
 @api_view(["POST"])
 def enrollment_code_create(request, name: str):
     """A one-time enrollment code for this fleet (deployers, admins); shown once."""
@@ -141,16 +147,17 @@ def enrollment_code_create(request, name: str):
     return Response(body, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=paginated(edge_api.DeviceSerializer), parameters=PAGE_PARAMETERS)
 @api_view(["GET"])
 def device_list(request, name: str):
     """The fleet's devices with what they should and do serve."""
     target = _fleet(request, name)
-    devices = selectors.device_list_for_fleet(target=target)[:1000]
-    return Response([_device_data(device) for device in devices])
+    paginator = Pagination()
+    devices = paginator.paginate_queryset(selectors.device_list_for_fleet(target=target), request)
+    return paginator.get_paginated_response([_device_data(device) for device in devices])
 
 
-@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=None, responses=edge_api.DeviceSerializer)
 @api_view(["POST"])
 def device_revoke(request, name: str, device: str):
     """Revoke a device's token (deployers, admins)."""
@@ -160,15 +167,25 @@ def device_revoke(request, name: str, device: str):
     return Response(_device_data(row))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    methods=["GET"], responses=paginated(edge_api.RolloutSerializer), parameters=PAGE_PARAMETERS
+)
+@extend_schema(
+    methods=["POST"],
+    request=edge_api.RolloutInputSerializer,
+    responses={201: edge_api.RolloutSerializer},
+)
 @api_view(["GET", "POST"])
 def rollout_list(request, name: str):
     """A fleet's rollouts (newest first); POST `{version, waves, wave_interval_seconds,
     wave_timeout_seconds, max_failure_percent, min_reported, note}` starts one."""
     target = _fleet(request, name)
     if request.method == "GET":
-        rollouts = selectors.rollout_list_for_fleet(target=target)[:100]
-        return Response([_rollout_data(rollout) for rollout in rollouts])
+        paginator = Pagination()
+        rollouts = paginator.paginate_queryset(
+            selectors.rollout_list_for_fleet(target=target), request
+        )
+        return paginator.get_paginated_response([_rollout_data(rollout) for rollout in rollouts])
     data = request.data
     if not isinstance(data, dict):
         raise ApplicationError("Send a JSON object.", {})
@@ -195,14 +212,14 @@ def _rollout(request, rollout_id: int):
     return selectors.rollout_get_for_actor(actor=Actor.from_request(request), rollout_id=rollout_id)
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=edge_api.RolloutSerializer)
 @api_view(["GET"])
 def rollout_detail(request, rollout_id: int):
     """One rollout with per-wave progress."""
     return Response(_rollout_data(_rollout(request, rollout_id)))
 
 
-@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=None, responses=edge_api.RolloutSerializer)
 @api_view(["POST"])
 def rollout_cancel(request, rollout_id: int):
     """Stop a running rollout where it is; harmless on a finished one."""
@@ -212,7 +229,7 @@ def rollout_cancel(request, rollout_id: int):
     return Response(_rollout_data(rollout))
 
 
-@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=None, responses={201: edge_api.RolloutSerializer})
 @api_view(["POST"])
 def rollout_retry(request, rollout_id: int):
     """Run an aborted or cancelled rollout again (returns the running retry if there is one)."""
@@ -225,7 +242,7 @@ def rollout_retry(request, rollout_id: int):
 # --- devices ------------------------------------------------------------------------------------
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+@extend_schema(request=edge_api.EnrollInputSerializer, responses={201: edge_api.EnrolledSerializer})
 @api_view(["POST"])
 @authentication_classes([])
 @permission_classes([permissions.AllowAny])
@@ -240,7 +257,7 @@ def enroll(request):
     return Response(body, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses={200: edge_api.DesiredStateSerializer, 304: None})
 @_device_view(["GET"])
 def desired(request):
     """The device's signed desired state; 304 when `If-None-Match` holds the current ETag."""
@@ -255,7 +272,7 @@ def desired(request):
     return response
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=edge_api.HeartbeatInputSerializer, responses=edge_api.HeartbeatSerializer)
 @_device_view(["POST"])
 def heartbeat(request):
     """The device's reported state and buffered metric summaries."""

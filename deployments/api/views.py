@@ -245,7 +245,8 @@ class EndpointViewSet(
         if not since.isdigit():
             raise ApplicationError("since must be an event id.", {"since": since[:20]})
         events = selectors.event_list_for_endpoint(endpoint=endpoint, since=int(since))
-        return Response(api.DeploymentEventSerializer(events, many=True).data)
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(api.DeploymentEventSerializer(page, many=True).data)
 
     @extend_schema(request=None, responses={(200, "application/yaml"): OpenApiTypes.STR})
     @action(detail=True, methods=["get"], url_path=r"releases/(?P<number>[0-9]{1,9})/manifests")

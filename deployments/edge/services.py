@@ -52,6 +52,7 @@ from deployments.services import (
     _version_resolve,
     deployment_event_record,
 )
+from deployments.signals import edge_summary_received
 from registry.models import ModelVersion
 
 DEVICE_TOKEN_KIND = "edg"  # noqa: S105 (a token kind prefix, not a secret)
@@ -456,8 +457,6 @@ def device_heartbeat_record(*, device: EdgeDevice, payload: Any) -> dict:
 
 
 def _summaries_store(*, device: EdgeDevice, summaries: list[dict], now: datetime) -> int:
-    from monitoring.edge_ingest import edge_summary_record  # monitoring's models refer to ours
-
     endpoint = fleet_endpoint(device.target)
     stored = 0
     for summary in sorted(summaries, key=lambda entry: entry["sequence"]):
@@ -470,7 +469,10 @@ def _summaries_store(*, device: EdgeDevice, summaries: list[dict], now: datetime
         version_id = _version_by_reference(device.target.team_id, summary["version"])
         if version_id is None:
             continue
-        edge_summary_record(endpoint=endpoint, version_id=version_id, summary=summary)
+        # Monitoring stores it (receiver connected in MonitoringConfig.ready()).
+        edge_summary_received.send(
+            sender=EdgeDevice, endpoint=endpoint, version_id=version_id, summary=summary
+        )
         stored += 1
     return stored
 

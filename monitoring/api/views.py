@@ -11,9 +11,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from accounts.actor import Actor
+from common.api import Pagination
 from common.errors import ApplicationError
+from common.schema import PAGE_PARAMETERS, paginated
 from deployments.models import Endpoint
 from monitoring import experiments, feedback, guardrails, selectors
+from monitoring.api import serializers as api
 from monitoring.models import RollbackPolicy
 
 
@@ -27,7 +30,7 @@ from monitoring.models import RollbackPolicy
             description="How far back; 7d and 30d come from hourly rollups.",
         )
     ],
-    responses=OpenApiTypes.OBJECT,
+    responses=api.MetricSeriesSerializer,
 )
 @api_view(["GET"])
 def endpoint_metrics(request, name: str):
@@ -40,7 +43,7 @@ def endpoint_metrics(request, name: str):
     return Response(selectors.metric_series(endpoint=endpoint, range_name=range_name))
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=api.DriftSummarySerializer)
 @api_view(["GET"])
 def endpoint_drift(request, name: str):
     """The latest drift report of every version of an endpoint, per feature."""
@@ -52,7 +55,10 @@ def endpoint_drift(request, name: str):
 # --- prediction log, feedback, shadow comparison ------------------------------------------------
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    request=api.PredictionBatchSerializer,
+    responses=api.PredictionBatchResultSerializer,
+)
 @api_view(["POST"])
 @authentication_classes([])
 @permission_classes([AllowAny])
@@ -76,7 +82,12 @@ def prediction_ingest(request, name: str):
     )
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=api.FeedbackSummarySerializer)
+@extend_schema(
+    methods=["POST"],
+    request=api.FeedbackItemSerializer(many=True),
+    responses=api.FeedbackResultSerializer,
+)
 @api_view(["GET", "POST"])
 def endpoint_feedback(request, name: str):
     """POST `[{request_id, label}]` or `[{request_id, value}]` (at most 1 000): stored feedback,
@@ -88,7 +99,7 @@ def endpoint_feedback(request, name: str):
     return Response(feedback.feedback_record(actor=actor, endpoint=endpoint, items=request.data))
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=api.ShadowComparisonSerializer)
 @api_view(["GET"])
 def endpoint_shadow(request, name: str):
     """Each shadow's agreement with the primary (classifiers) or mean absolute difference
@@ -98,7 +109,7 @@ def endpoint_shadow(request, name: str):
     return Response({"shadows": feedback.shadow_comparison(endpoint=endpoint)})
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=api.PredictionLogSerializer, responses=api.PredictionLogSerializer)
 @api_view(["GET", "PUT"])
 def endpoint_prediction_log(request, name: str):
     """GET/PUT `{input_sample_percent}`: the share of requests logged with their inputs."""
@@ -149,7 +160,13 @@ def evaluation_document(evaluation) -> dict:
 POLICY_FIELDS = {"criteria", "failure_limit", "on_inconclusive", "scope", "dry_run", "is_enabled"}
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=api.RollbackPolicySerializer)
+@extend_schema(
+    methods=["PUT"],
+    request=api.RollbackPolicyInputSerializer,
+    responses=api.RollbackPolicySerializer,
+)
+@extend_schema(methods=["DELETE"], responses={204: None})
 @api_view(["GET", "PUT", "DELETE"])
 def endpoint_rollback_policy(request, name: str):
     """An endpoint's rollback policy: `{criteria: [{metric, comparator, threshold,
@@ -174,7 +191,7 @@ def endpoint_rollback_policy(request, name: str):
     return Response(policy_document(policy))
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=api.PolicyEvaluationListSerializer)
 @api_view(["GET"])
 def endpoint_policy_evaluations(request, name: str):
     """The latest 50 evaluations of the endpoint's rollback policy, newest first."""
@@ -229,12 +246,17 @@ def experiment_document(experiment) -> dict:
     }
 
 
-@extend_schema(methods=["GET"], operation_id="v1_experiments_list", responses=OpenApiTypes.OBJECT)
+@extend_schema(
+    methods=["GET"],
+    operation_id="v1_experiments_list",
+    parameters=PAGE_PARAMETERS,
+    responses=paginated(api.ExperimentSerializer),
+)
 @extend_schema(
     methods=["POST"],
     operation_id="v1_experiments_create",
-    request=OpenApiTypes.OBJECT,
-    responses=OpenApiTypes.OBJECT,
+    request=api.ExperimentInputSerializer,
+    responses={201: api.ExperimentSerializer},
 )
 @api_view(["GET", "POST"])
 def experiment_list(request):
@@ -242,8 +264,11 @@ def experiment_list(request):
     treatment, metric, minimum_effect, ...}` with its planned sample size."""
     actor = Actor.from_request(request)
     if request.method == "GET":
-        page = experiments.experiment_list_for_actor(actor=actor)[:200]
-        return Response({"results": [experiment_document(e) for e in page]})
+        paginator = Pagination()
+        page = paginator.paginate_queryset(
+            experiments.experiment_list_for_actor(actor=actor), request
+        )
+        return paginator.get_paginated_response([experiment_document(e) for e in page])
     data = request.data
     if not isinstance(data, dict) or set(data) - EXPERIMENT_FIELDS:
         raise ApplicationError(
@@ -261,7 +286,7 @@ def experiment_list(request):
     return Response(experiment_document(experiment), status=201)
 
 
-@extend_schema(operation_id="v1_experiments_retrieve", responses=OpenApiTypes.OBJECT)
+@extend_schema(operation_id="v1_experiments_retrieve", responses=api.ExperimentSerializer)
 @api_view(["GET"])
 def experiment_detail(request, pk: int):
     """One experiment: per-arm results, the always-valid interval on the difference, verdict."""
@@ -269,7 +294,7 @@ def experiment_detail(request, pk: int):
     return Response(experiment_document(experiments.experiment_for_actor(actor=actor, pk=pk)))
 
 
-@extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=None, responses=api.ExperimentSerializer)
 @api_view(["POST"])
 def experiment_action(request, pk: int, action: str):
     """Start a draft (splits the endpoint's traffic) or stop a running experiment."""

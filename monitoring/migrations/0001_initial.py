@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import monitoring.models
+import events.models
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
                 ('url', models.URLField(max_length=2000)),
                 ('events', models.JSONField(default=list)),
                 ('is_active', models.BooleanField(default=True)),
-                ('secret_salt', models.CharField(default=monitoring.models.new_secret_salt, editable=False, max_length=64)),
+                ('secret_salt', models.CharField(default=events.models.new_secret_salt, editable=False, max_length=64)),
                 ('allowed_host', models.CharField(blank=True, max_length=255)),
                 ('allowed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
                 ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

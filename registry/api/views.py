@@ -18,6 +18,7 @@ from accounts.models import Role
 from accounts.permissions import require_role
 from common.api import JSONParser
 from common.errors import ApplicationError
+from common.schema import ErrorSerializer
 from registry import selectors, services
 from registry.api import serializers as registry_serializers
 from registry.models import ArtifactKind, JobStatus
@@ -264,7 +265,6 @@ class AliasViewSet(ModelScopedMixin, viewsets.GenericViewSet):
     lookup_field = "name"
     lookup_url_kwarg = "alias"
     lookup_value_regex = "[^/]+"
-    pagination_class = None
 
     def get_queryset(self):
         return selectors.alias_list(model=self.get_registered_model())
@@ -283,7 +283,8 @@ class AliasViewSet(ModelScopedMixin, viewsets.GenericViewSet):
         return alias
 
     def list(self, request, *args, **kwargs):
-        return Response(self.get_serializer(self.get_queryset(), many=True).data)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, *args, **kwargs):
         return Response(self.get_serializer(self.get_object()).data)
@@ -414,7 +415,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         job = selectors.batch_job_get_for_actor(actor=actor, job_id=job.pk)
         return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.BINARY, 409: ErrorSerializer})
     @action(detail=True, methods=["get"])
     def result(self, request, *args, **kwargs):
         """The result CSV (the key column and the outputs), as an attachment."""

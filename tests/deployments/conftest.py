@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import time
 from pathlib import Path
 
-import onnx
 import pytest
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import connections
-from onnx import TensorProto, helper
 
 from accounts.actor import Actor
 from deployments.models import Environment, Target, TargetKind
 from deployments.targets import local
 from deployments.targets.base import installation_id
-from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
-from registry.storage import artifact_storage, new_storage_key
+from registry.models import Approval, ModelVersion, RegisteredModel
+from tests.factories import ModelVersionFactory, onnx_adder  # noqa: F401  (onnx_adder re-exported)
 
 # Subprocess tests (a reconcile run killed mid-way) need a database another process can open:
 # on SQLite, use a file instead of the in-memory test database.
@@ -32,48 +28,16 @@ if _default["ENGINE"] == "django.db.backends.sqlite3":
         _test["NAME"] = str(Path(settings.VAR_DIR) / "test-deployments.sqlite3")
 
 
-def onnx_adder(number: int) -> bytes:
-    """A model whose answer names its version: y = x + number, x float [N, 1]."""
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "offset"], ["y"])],
-        "adder",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
-        initializer=[helper.make_tensor("offset", TensorProto.FLOAT, [1], [float(number)])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 def make_version(
     registered: RegisteredModel, *, number: int, approved: bool = True, status: str = "ready"
 ) -> ModelVersion:
-    """A validated version with a real ONNX file in artifact storage."""
-    content = onnx_adder(number)
-    version = ModelVersion.objects.create(
+    """A validated version with a real ONNX file (onnx_adder) in artifact storage."""
+    return ModelVersionFactory(
         model=registered,
         number=number,
         status=status,
         approval=Approval.APPROVED if approved else Approval.PENDING,
-        signature={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        },
     )
-    key = new_storage_key(model_id=registered.pk, kind=ArtifactKind.MODEL)
-    artifact_storage().save(key, ContentFile(content))
-    Artifact.objects.create(
-        version=version,
-        kind=ArtifactKind.MODEL,
-        storage_key=key,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        content_type="application/octet-stream",
-    )
-    RegisteredModel.objects.filter(pk=registered.pk).update(last_version_number=number)
-    return version
 
 
 @pytest.fixture

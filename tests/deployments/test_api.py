@@ -113,10 +113,11 @@ def test_releases_newest_first_and_events_since(endpoint, scientist_api):
     assert [r["number"] for r in releases] == [2, 1]
     assert releases[0]["traffic"][0]["version"] == "adder:2"
     assert releases[0]["reason"] == "deploy"
-    events = scientist_api.get("/api/v1/endpoints/adder-api/events/").json()
+    events = scientist_api.get("/api/v1/endpoints/adder-api/events/").json()["results"]
     assert len(events) == 2
     first_id = events[0]["id"]
-    later = scientist_api.get(f"/api/v1/endpoints/adder-api/events/?since={first_id}").json()
+    later = scientist_api.get(f"/api/v1/endpoints/adder-api/events/?since={first_id}")
+    later = later.json()["results"]
     assert [e["id"] for e in later] == [events[1]["id"]]
     assert later[0]["release"] == 2
     bad = scientist_api.get("/api/v1/endpoints/adder-api/events/?since=abc")

@@ -27,7 +27,6 @@ from pathlib import Path
 import onnx
 import pytest
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import connection
 from django.db.models import Sum
 from onnx import TensorProto, helper
@@ -48,8 +47,8 @@ from deployments.models import (
 )
 from deployments.services import endpoint_create
 from monitoring.models import MetricPoint
-from registry.models import Approval, Artifact, ArtifactKind, ModelVersion
-from registry.storage import artifact_storage, new_storage_key
+from registry.models import ModelVersion
+from tests.factories import ModelVersionFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -282,26 +281,7 @@ def nan_model() -> bytes:
 
 
 def add_version(registered, number: int, content: bytes) -> ModelVersion:
-    version = ModelVersion.objects.create(
-        model=registered,
-        number=number,
-        status="ready",
-        approval=Approval.APPROVED,
-        signature={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        },
-    )
-    key = new_storage_key(model_id=registered.pk, kind=ArtifactKind.MODEL)
-    artifact_storage().save(key, ContentFile(content))
-    Artifact.objects.create(
-        version=version,
-        kind=ArtifactKind.MODEL,
-        storage_key=key,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-    )
-    return version
+    return ModelVersionFactory(model=registered, number=number, artifact=content)
 
 
 @pytest.fixture

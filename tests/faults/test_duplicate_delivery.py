@@ -11,8 +11,8 @@ from django.apps import apps
 
 from config.celery import app as celery_app
 from deployments import services as deployment_services
-from monitoring import services as monitoring_services
-from monitoring.models import WebhookEvent
+from events import services as events_services
+from events.models import EventKind
 from registry.models import VersionStatus
 from tests.faults.processes import serving_port_block
 
@@ -22,12 +22,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fault]
 PERIODIC = {
     "deployments.tasks.reconcile_all",
     "deployments.edge.tasks.advance_edge_rollouts",
+    "events.tasks.prune_events",
+    "events.tasks.retry_webhook_deliveries",
     "monitoring.tasks.compute_drift_all",
     "monitoring.tasks.evaluate_alerts",
     "monitoring.tasks.evaluate_experiments",
     "monitoring.tasks.evaluate_rollback_policies",
     "monitoring.tasks.prune_prediction_log",
-    "monitoring.tasks.retry_webhook_deliveries",
     "monitoring.tasks.rollup_metrics",
     "monitoring.tasks.scrape_all",
     "registry.tasks.requeue_stale_batch_jobs",
@@ -43,7 +44,7 @@ def registered_tasks() -> set[str]:
 def state() -> dict:
     """Every row of our apps; timestamps out (a second run may touch `updated_at`)."""
     found = {}
-    for label in ("accounts", "registry", "deployments", "monitoring"):
+    for label in ("accounts", "events", "registry", "deployments", "monitoring"):
         for model in apps.get_app_config(label).get_models():
             rows = [
                 {k: v for k, v in row.items() if not k.endswith("_at") and k != "log"}
@@ -97,15 +98,15 @@ def case_reconcile_endpoint(world):
 
 
 def case_deliver_webhook(world):
-    webhook = monitoring_services.webhook_create(
+    webhook = events_services.webhook_create(
         actor=world["system"],
         team=world["target"].team,
         name="hook",
         url="https://127.0.0.1:9/hook",
-        events=[WebhookEvent.ALERT_OPENED],
+        events=[EventKind.ALERT_OPENED],
     )
-    delivery = monitoring_services.webhook_ping(actor=world["system"], webhook=webhook)
-    return run_twice("monitoring.tasks.deliver_webhook", delivery.pk)
+    delivery = events_services.webhook_ping(actor=world["system"], webhook=webhook)
+    return run_twice("events.tasks.deliver_webhook", delivery.pk)
 
 
 def _scientist_actor(world):
@@ -154,7 +155,7 @@ WITH_ID = {
     "registry.tasks.run_batch_job": case_run_batch_job,
     "registry.tasks.optimize_version": case_optimize_version,
     "deployments.tasks.reconcile_endpoint": case_reconcile_endpoint,
-    "monitoring.tasks.deliver_webhook": case_deliver_webhook,
+    "events.tasks.deliver_webhook": case_deliver_webhook,
 }
 
 

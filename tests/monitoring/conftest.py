@@ -6,18 +6,28 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deployments.models import Endpoint, EndpointStatus, Release, Target
+from deployments.models import Endpoint, EndpointStatus
 from monitoring.models import Component, MetricPoint
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import Approval, ModelVersion
+from tests.factories import (
+    EndpointFactory,
+    ModelVersionFactory,
+    RegisteredModelFactory,
+    TargetFactory,
+)
 
 LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 
 
 def make_version(team, model_name: str = "iris", number: int = 1, profile=None) -> ModelVersion:
-    """A ready version of a model of `team`."""
-    model, _ = RegisteredModel.objects.get_or_create(name=model_name, defaults={"team": team})
-    return ModelVersion.objects.create(
-        model=model, number=number, status="ready", reference_profile=profile
+    """A ready version of a model of `team` (no model file: monitoring never serves it)."""
+    return ModelVersionFactory(
+        model=RegisteredModelFactory(name=model_name, team=team),
+        number=number,
+        approval=Approval.PENDING,
+        signature={},
+        reference_profile=profile,
+        artifact=False,
     )
 
 
@@ -25,29 +35,8 @@ def make_endpoint(
     team, name: str, variants: list[tuple[ModelVersion, int, str]], status=EndpointStatus.LIVE
 ) -> Endpoint:
     """An endpoint whose desired and live release serve `variants` = [(version, weight, role)]."""
-    target, _ = Target.objects.get_or_create(
-        name=f"{team.name}-local", defaults={"team": team, "kind": "local"}
-    )
-    endpoint = Endpoint.objects.create(team=team, name=name, target=target, status=status)
-    release = Release.objects.create(
-        endpoint=endpoint,
-        number=1,
-        reason="deploy",
-        actor_label="tests",
-        variants=[
-            {
-                "version_id": version.pk,
-                "version": version.reference,
-                "weight": weight if role != "shadow" else 0,
-                "role": role,
-                "mirror_percent": weight if role == "shadow" else 0,
-            }
-            for version, weight, role in variants
-        ],
-    )
-    Endpoint.objects.filter(pk=endpoint.pk).update(desired_release=release, live_release=release)
-    endpoint.refresh_from_db()
-    return endpoint
+    target = TargetFactory(name=f"{team.name}-local", team=team, config={})
+    return EndpointFactory(team=team, name=name, target=target, status=status, variants=variants)
 
 
 def latency(counts: list[int], bounds: list[float] = LATENCY_BOUNDS) -> dict:

@@ -7,8 +7,9 @@ from django.core.exceptions import PermissionDenied
 
 from accounts.actor import Actor
 from common.errors import ApplicationError
+from events.models import Webhook, WebhookDelivery
 from monitoring import services
-from monitoring.models import Alert, AlertRule, DriftReport, Webhook, WebhookDelivery
+from monitoring.models import Alert, AlertRule, DriftReport
 from tests.monitoring.conftest import at, seed_point
 
 pytestmark = pytest.mark.django_db

@@ -6,8 +6,9 @@ from django.utils import timezone
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
+from events.models import Webhook, WebhookDelivery
 from monitoring import drift, services
-from monitoring.models import Component, DriftReport, Webhook, WebhookDelivery
+from monitoring.models import Component, DriftReport
 from tests.monitoring.conftest import make_endpoint, make_version, seed_point
 
 THRESHOLDS = drift.Thresholds()

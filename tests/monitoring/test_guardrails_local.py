@@ -5,14 +5,12 @@ the ingest API of a live dashboard on the way."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import httpx
 import numpy as np
 import onnx
 import pytest
-from django.core.files.base import ContentFile
 from django.utils import timezone
 from onnx import TensorProto, helper
 
@@ -22,9 +20,9 @@ from deployments.targets.gateway import gateway_read_routes
 from monitoring import guardrails
 from monitoring import tasks as monitoring_tasks
 from monitoring.models import EvaluationAction, PolicyEvaluation, PredictionRecord
-from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
-from registry.storage import artifact_storage, new_storage_key
+from registry.models import ModelVersion, RegisteredModel
 from tests.deployments import conftest as deployment_fixtures
+from tests.factories import ModelVersionFactory
 
 adder_model = deployment_fixtures.adder_model
 versions = deployment_fixtures.versions
@@ -64,29 +62,7 @@ def onnx_lookup() -> bytes:
 
 
 def flaky_version(registered: RegisteredModel, number: int) -> ModelVersion:
-    content = onnx_lookup()
-    version = ModelVersion.objects.create(
-        model=registered,
-        number=number,
-        status="ready",
-        approval=Approval.APPROVED,
-        signature={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        },
-    )
-    key = new_storage_key(model_id=registered.pk, kind=ArtifactKind.MODEL)
-    artifact_storage().save(key, ContentFile(content))
-    Artifact.objects.create(
-        version=version,
-        kind=ArtifactKind.MODEL,
-        storage_key=key,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        content_type="application/octet-stream",
-    )
-    RegisteredModel.objects.filter(pk=registered.pk).update(last_version_number=number)
-    return version
+    return ModelVersionFactory(model=registered, number=number, artifact=onnx_lookup())
 
 
 def send(endpoint, inputs) -> dict[str, list[int]]:

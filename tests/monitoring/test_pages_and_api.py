@@ -7,7 +7,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.models import AlertRule, Webhook, WebhookDelivery
+from events.models import Webhook, WebhookDelivery
+from monitoring.models import AlertRule
 from tests.factories import UserFactory
 from tests.monitoring.conftest import seed_point
 

@@ -255,7 +255,7 @@ class TestAliasApi:
             "/api/v1/models/iris/aliases/production/", {"version": 2}, format="json"
         )
         assert (response.status_code, response.json()["protected"]) == (200, True)
-        listed = scientist_api.get("/api/v1/models/iris/aliases/").json()
+        listed = scientist_api.get("/api/v1/models/iris/aliases/").json()["results"]
         assert [(a["name"], a["version"], a["protected"]) for a in listed] == [
             ("candidate", 1, False),
             ("production", 2, True),

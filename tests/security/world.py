@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 
 from django.apps import apps
-from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
@@ -25,15 +24,15 @@ from deployments import services as deployment_services
 from deployments.access import endpoint_key_create
 from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
+from events import services as events_services
+from events.models import EventKind
 from monitoring import experiments as experiment_services
 from monitoring import feedback as feedback_services
 from monitoring import guardrails as guardrail_services
 from monitoring import services as monitoring_services
-from monitoring.models import WebhookEvent
 from registry import services as registry_services
-from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel
-from registry.storage import artifact_storage, new_storage_key
-from tests.deployments.conftest import onnx_adder
+from registry.models import ArtifactKind, ModelVersion, RegisteredModel
+from tests.factories import ModelVersionFactory
 
 # What a user can type and the pages show, per field; each payload names its field so a test
 # can check that the field really reaches a page (escaped) and not only that nothing is raw.
@@ -73,31 +72,9 @@ class World:
 
 def stored_version(model: RegisteredModel, number: int, **fields) -> ModelVersion:
     """A ready, approved version with a real ONNX file in artifact storage."""
-    content = onnx_adder(number)
-    version = ModelVersion.objects.create(
-        model=model,
-        number=number,
-        status="ready",
-        approval=Approval.APPROVED,
-        signature={
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
-        },
-        **fields,
+    return ModelVersionFactory(
+        model=model, number=number, artifact__original_name=xss("original_name"), **fields
     )
-    key = new_storage_key(model_id=model.pk, kind=ArtifactKind.MODEL)
-    artifact_storage().save(key, ContentFile(content))
-    Artifact.objects.create(
-        version=version,
-        kind=ArtifactKind.MODEL,
-        storage_key=key,
-        size=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-        content_type="application/octet-stream",
-        original_name=xss("original_name"),
-    )
-    RegisteredModel.objects.filter(pk=model.pk).update(last_version_number=number)
-    return version
 
 
 def build_world(team, owner) -> World:
@@ -137,12 +114,12 @@ def build_world(team, owner) -> World:
     build = Build.objects.create(
         version=version, target=target, base_image="python:3.11-slim", log=xss("build_log")
     )
-    webhook = monitoring_services.webhook_create(
+    webhook = events_services.webhook_create(
         actor=actor,
         team=team,
         name=xss("webhook_name")[:100],
         url="https://hooks.example.com/modeldeck",
-        events=[WebhookEvent.ALERT_OPENED],
+        events=[EventKind.ALERT_OPENED],
     )
     rule = monitoring_services.alert_rule_create(
         actor=actor,
@@ -399,7 +376,7 @@ def object_routes() -> list[Route]:
 # caller's own token bookkeeping.
 _VOLATILE_MODELS = {"accounts.auditevent", "sessions.session"}
 _VOLATILE_FIELDS = {"last_used_at", "last_login"}
-_APPS = ("accounts", "registry", "deployments", "monitoring", "auth")
+_APPS = ("accounts", "events", "registry", "deployments", "monitoring", "auth")
 
 
 def snapshot() -> dict:

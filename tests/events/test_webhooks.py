@@ -13,8 +13,8 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from accounts.actor import Actor
-from monitoring import services, webhooks
-from monitoring.models import Webhook, WebhookDelivery
+from events import services, webhooks
+from events.models import Event, Webhook, WebhookDelivery
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -74,10 +74,11 @@ def make_webhook(team, url, events=("release.live",)):
 
 
 def emit_and_send(team, *, now=None):
-    deliveries = services.webhook_emit(
-        team=team, event="release.live", payload={"endpoint": "fraud", "release": 3}
+    event = services.event_record(
+        team=team, kind="release.live", payload={"endpoint": "fraud", "release": 3}
     )
-    assert len(deliveries) == 1
+    deliveries = list(event.deliveries.all())
+    assert len(deliveries) == 1 and deliveries[0].source == event
     return services.delivery_attempt(delivery_id=deliveries[0].pk, now=now)
 
 
@@ -227,7 +228,11 @@ def test_only_installation_admins_allow_hosts(team, make_actor, admin_member):
 
 def test_webhooks_get_only_the_events_they_subscribed_to(team):
     make_webhook(team, "https://hooks.example.com/a", events=["alert.opened"])
-    assert services.webhook_emit(team=team, event="release.live", payload={}) == []
-    assert len(services.webhook_emit(team=team, event="alert.opened", payload={})) == 1
+    quiet = services.event_record(team=team, kind="release.live", payload={})
+    assert not quiet.deliveries.exists()
+    heard = services.event_record(team=team, kind="alert.opened", payload={"rule": "errors"})
+    assert [d.event for d in heard.deliveries.all()] == ["alert.opened"]
+    assert Event.objects.filter(team=team).count() == 2
     with pytest.raises(ValueError):
-        services.webhook_emit(team=team, event="made.up", payload={})
+        services.event_record(team=team, kind="made.up", payload={})
+    assert Event.objects.filter(team=team).count() == 2

@@ -1,4 +1,8 @@
-"""`manage.py quickstart`: demo team, demo admin, demo models and a live demo endpoint."""
+"""`manage.py quickstart`: demo team, demo admin, demo models and a live demo endpoint.
+
+It lives in deployments, the highest app it needs (accounts for the admin, the registry for
+the demo models through `seed_demo`, deployments for the endpoint); common holds no domain.
+"""
 
 import secrets
 
