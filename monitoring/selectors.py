@@ -19,6 +19,7 @@ from accounts.actor import Actor
 from common.errors import ApplicationError
 from deployments.models import Endpoint, EndpointStatus
 from deployments.selectors import endpoint_cards_for_actor
+from deployments.targets.local import prediction_log_url as local_prediction_log_url
 from monitoring import charts, histograms
 from monitoring.models import (
     Alert,
@@ -28,6 +29,7 @@ from monitoring.models import (
     DriftReport,
     MetricHour,
     MetricPoint,
+    PredictionRecord,
     Webhook,
     WebhookDelivery,
 )
@@ -649,3 +651,45 @@ def deliveries_for_webhook(*, webhook: Webhook, limit: int = 50) -> list[Webhook
     return list(
         WebhookDelivery.objects.filter(webhook=webhook).order_by("-created_at", "-id")[:limit]
     )
+
+
+# firsthour: whether the gateway's prediction log reaches the dashboard.
+PREDICTION_LOG_GRACE = timedelta(minutes=2)
+PREDICTION_LOG_WINDOW = timedelta(minutes=30)
+
+
+def prediction_log_delivery(*, endpoint: Endpoint, now: datetime | None = None) -> dict | None:
+    """Whether the prediction log of the requests the gateway served reached the dashboard.
+
+    The gateway ships its log in the background and keeps retrying, so nothing fails where a
+    user looks when it cannot deliver (a dashboard moved to another port, a wrong
+    `prediction_log_url`). The scraped gateway counters say when it last answered a request; a
+    log record received since then (allowing it PREDICTION_LOG_GRACE to arrive) shows delivery
+    works. None when the gateway answered nothing recently (nothing to judge)."""
+    now = now or timezone.now()
+    last_served = MetricPoint.objects.filter(
+        endpoint=endpoint,
+        component=Component.GATEWAY,
+        requests__gt=0,
+        minute__gte=now - PREDICTION_LOG_WINDOW,
+        minute__lte=now - PREDICTION_LOG_GRACE,
+    ).aggregate(last=Max("minute"))["last"]
+    if last_served is None:
+        return None
+    last_received = PredictionRecord.objects.filter(endpoint=endpoint).aggregate(
+        last=Max("received_at")
+    )["last"]
+    return {
+        "delivered": last_received is not None and last_received >= last_served,
+        "last_served": last_served,
+        "last_received": last_received,
+        "url": _prediction_log_url(endpoint),
+    }
+
+
+def _prediction_log_url(endpoint: Endpoint) -> str:
+    """Where the endpoint's gateway posts its log, as far as the dashboard knows."""
+    if endpoint.target.kind == "local":
+        return local_prediction_log_url(endpoint)
+    base = str((endpoint.target.config or {}).get("prediction_log_url") or "").rstrip("/")
+    return f"{base}/api/v1/endpoints/{endpoint.name}/predictions/" if base else ""

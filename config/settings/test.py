@@ -1,10 +1,13 @@
 """Test settings: the base settings with faster hashing and a throwaway artifact folder."""
 
 import os
+import secrets
 import tempfile
 
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("MODELDECK_VAR_DIR", tempfile.mkdtemp(prefix="modeldeck-test-"))
+# One random key per test run, inherited by the processes the tests start.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import CELERY_BROKER_URL
