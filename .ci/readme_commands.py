@@ -33,7 +33,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-SKIP_MARKER = re.compile(r"<!--\s*readme-test:\s*skip\b")
+SKIP_MARKER = re.compile(r"^<!--\s*readme-test:\s*skip\b.*-->$")
 BANNER_COMMAND = "  $ "
 RULE = "=" * 72
 PROMPT_ANSWER = "Readme-Test-Passw0rd-2026"
