@@ -276,6 +276,8 @@ def run(port: int, verbose: bool) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Also when started with SIGINT ignored (from a script's background job): Ctrl-C must stop.
+    signal.signal(signal.SIGINT, on_signal)
     reason = "Stopping"
     try:
         for name, argv in process_commands(port, verbose).items():

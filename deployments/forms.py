@@ -102,3 +102,19 @@ class TargetCreateForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("Use a JSON object.")
         return value
+
+
+class TargetEditForm(forms.Form):
+    """A target's environment, settings and description (its name and kind stay)."""
+
+    environment = forms.ChoiceField(
+        choices=Environment.choices,
+        help_text="Fixed while endpoints use the target.",
+    )
+    config = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="JSON object of kind-specific settings (secrets only by env var or file name).",
+    )  # fmt: skip
+    description = forms.CharField(max_length=500, required=False)
+
+    clean_config = TargetCreateForm.clean_config

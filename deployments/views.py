@@ -1,6 +1,8 @@
 """Deployment pages: endpoints (split, history, one-click rollback, live progress), targets,
 builds, and the deploy form the registry's version page links to."""
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -18,6 +20,7 @@ from deployments.forms import (
     EndpointCreateForm,
     RollbackForm,
     TargetCreateForm,
+    TargetEditForm,
     TrafficForm,
 )
 from deployments.models import BUILD_TERMINAL
@@ -199,8 +202,53 @@ def target_list(request):
             messages.success(request, f"Target {target.name} added.")
             return redirect("deployments:target-list")
     page = paginate(request, selectors.target_list_for_actor(actor=actor))
-    context = {"page": page, "form": form if admin_teams.exists() else None}
+    context = {
+        "page": page,
+        "form": form if admin_teams.exists() else None,
+        "admin_team_ids": {team.pk for team in admin_teams},
+    }
     return render(request, "deployments/target_list.html", context)
+
+
+@login_required
+def target_edit(request, name: str):
+    """Change a target's environment, settings or description (team admins)."""
+    actor = Actor.from_request(request)
+    target = selectors.target_get_for_actor(actor=actor, name=name)
+    if not actor.has_role(target.team_id, Role.ADMIN):
+        raise Http404
+    initial = {
+        "environment": target.environment,
+        "config": json.dumps(target.config, indent=2) if target.config else "",
+        "description": target.description,
+    }
+    form = TargetEditForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.target_update(actor=actor, target=target, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Target {target.name} saved.")
+            return redirect("deployments:target-list")
+    endpoints = list(target.endpoints.values_list("name", flat=True)[:50])
+    context = {"target": target, "form": form, "endpoints": endpoints}
+    return render(request, "deployments/target_edit.html", context)
+
+
+@login_required
+@require_POST
+def target_delete(request, name: str):
+    """Delete a target no endpoint uses (team admins); says why when it is refused."""
+    actor = Actor.from_request(request)
+    target = selectors.target_get_for_actor(actor=actor, name=name)
+    try:
+        services.target_delete(actor=actor, target=target)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Target {name} deleted.")
+    return redirect("deployments:target-list")
 
 
 @login_required

@@ -1,12 +1,13 @@
-"""Admin for alert rules and alerts, drift reports, scrape states and webhooks.
+"""Admin for alert rules and alerts, drift reports, scrape states and webhooks: all inspected
+here, changed only through services (their audit) — the pages, the API, or an admin action.
 
 Allowing a webhook's host to resolve to internal addresses is an admin action (staff only).
 """
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from accounts.actor import Actor
-from common.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin, run_admin_action
 from monitoring import services
 from monitoring.models import (
     Alert,
@@ -22,31 +23,51 @@ from monitoring.models import (
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(ReadOnlyAdmin):
     list_display = ["name", "endpoint", "metric", "comparator", "threshold", "is_enabled"]
     list_filter = ["metric", "is_enabled"]
     search_fields = ["name", "endpoint__name"]
-    readonly_fields = ["breaching_since", "clear_since", "last_value", "last_evaluated_at"]
+    actions = ["enable", "disable"]
+
+    @admin.action(description="Enable the selected alert rules")
+    def enable(self, request, queryset):
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Enabled",
+            lambda rule: services.alert_rule_set_enabled(actor=actor, rule=rule, enabled=True),
+        )
+
+    @admin.action(description="Disable the selected alert rules")
+    def disable(self, request, queryset):
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Disabled",
+            lambda rule: services.alert_rule_set_enabled(actor=actor, rule=rule, enabled=False),
+        )
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdmin):
     list_display = ["message", "endpoint", "status", "opened_at", "resolved_at"]
     list_filter = ["status"]
     search_fields = ["message", "endpoint__name"]
-    readonly_fields = [field.name for field in Alert._meta.fields]
 
 
 @admin.register(DriftReport)
-class DriftReportAdmin(admin.ModelAdmin):
+class DriftReportAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "version", "created_at", "verdict", "drifting_share", "rows"]
     list_filter = ["verdict"]
     search_fields = ["endpoint__name"]
-    readonly_fields = [field.name for field in DriftReport._meta.fields]
 
 
 @admin.register(ScrapeState)
-class ScrapeStateAdmin(admin.ModelAdmin):
+class ScrapeStateAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "component", "url", "scraped_at", "failures", "duration_seconds"]
     list_filter = ["component"]
     search_fields = ["endpoint__name", "url"]
@@ -67,34 +88,40 @@ class ScrapeStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(ReadOnlyAdmin):
     list_display = ["name", "team", "url", "is_active", "allowed_host"]
     list_filter = ["team", "is_active"]
     search_fields = ["name", "url"]
     fields = ["team", "name", "url", "events", "is_active", "allowed_host", "allowed_by"]
-    readonly_fields = ["allowed_host", "allowed_by"]
     actions = ["allow_host", "disallow_host"]
 
     @admin.action(description="Allow the host of the selected webhooks to be internal")
     def allow_host(self, request, queryset):
-        actor = Actor.from_request(request)
-        for webhook in queryset:
-            services.webhook_allow_host(actor=actor, webhook=webhook, allow=True)
-        messages.success(request, f"Allowed {queryset.count()} host(s).")
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Allowed the host of",
+            lambda hook: services.webhook_allow_host(actor=actor, webhook=hook, allow=True),
+        )
 
     @admin.action(description="Remove the internal-host override")
     def disallow_host(self, request, queryset):
-        actor = Actor.from_request(request)
-        for webhook in queryset:
-            services.webhook_allow_host(actor=actor, webhook=webhook, allow=False)
-        messages.success(request, f"Removed {queryset.count()} override(s).")
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Removed the override of",
+            lambda hook: services.webhook_allow_host(actor=actor, webhook=hook, allow=False),
+        )
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["event", "webhook", "status", "attempts", "created_at", "response_status"]
     list_filter = ["status", "event"]
-    readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
 
 
 @admin.register(Experiment)

@@ -40,6 +40,22 @@ class TargetCreateSerializer(serializers.Serializer):
     )
 
 
+class TargetUpdateSerializer(serializers.Serializer):
+    """Input of PUT/PATCH /targets/{name}/ (name and kind never change; PATCH takes any
+    subset, PUT needs environment and config)."""
+
+    environment = serializers.ChoiceField(choices=Environment.choices)
+    config = serializers.JSONField()
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every 4xx answer: one readable sentence and the details per field."""
+
+    error = serializers.CharField()
+    detail = serializers.JSONField()
+
+
 class TrafficSerializer(serializers.Serializer):
     """One row of an endpoint's split."""
 
