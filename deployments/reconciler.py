@@ -37,6 +37,7 @@ from deployments.models import (
     EventLevel,
     ReconcileLease,
     Release,
+    TargetKind,
     VariantRole,
 )
 from deployments.services import deployment_event_record
@@ -367,6 +368,10 @@ class _Run:
                 raise DriverError(f"Could not lay out {spec.version}: {error}") from None
         self.require_current()
         self.driver.ensure_server(endpoint=self.endpoint, spec=spec)
+        if self.endpoint.target.kind == TargetKind.EDGE:
+            # No server runs here: the fleet's devices pull the version wave by wave.
+            self.event(f"Rolling {spec.version} out to the fleet.", version=spec.version)
+            return
         verb = "Restarted" if restarted else "Started"
         self.event(f"{verb} a server for {spec.version}.", version=spec.version)
 

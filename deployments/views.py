@@ -51,7 +51,10 @@ def endpoint_create(request):
     """Deploy a version: to a new endpoint, or (links below the form) to an existing one."""
     actor = Actor.from_request(request)
     targets = selectors.target_list_for_actor(actor=actor)
-    initial = {"version": request.GET.get("version", "")[:200]}
+    initial = {
+        "version": request.GET.get("version", "")[:200],
+        "target": request.GET.get("target", "")[:40] or None,
+    }
     form = EndpointCreateForm(request.POST or None, targets=targets, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
@@ -284,9 +287,14 @@ def _fleet_context(request, target, **extra) -> dict:
         {"device": device, "online": edge_selectors.device_is_online(device)}
         for device in edge_selectors.device_list_for_fleet(target=target)[:500]
     ]
+    from deployments.edge.services import fleet_endpoint
+
     actor = Actor.from_request(request)
     return {
         "fleet": target,
+        "fleet_endpoint": fleet_endpoint(target),
+        # What the agent's --server takes: this dashboard as the browser reached it.
+        "server_url": request.build_absolute_uri("/").rstrip("/"),
         "devices": devices,
         "rollouts": rollouts,
         "polling": any(edge_selectors.rollout_is_in_flight(row["rollout"]) for row in rollouts),
