@@ -75,6 +75,8 @@ def is_test(command: str) -> bool:
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As servers bind: connections of a stopped server in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -290,6 +292,7 @@ def main() -> None:
         run_in_terminal("python3 dev.py stop", cwd=clone, env=env, timeout=120)
         say("every README and banner command ran as written")
     finally:
+        say("cleaning up the clone")
         if stack is not None and stack.process.poll() is None:
             stack.interrupt()
             try:
