@@ -39,14 +39,20 @@ class TrafficForm(forms.Form):
                 initial=variant["version"], widget=forms.HiddenInput
             )
             shadow = variant["role"] == VariantRole.SHADOW
-            attributes = {"class": "traffic-weight", "data-role": variant["role"]}
+            attributes = {
+                "class": "traffic-weight",
+                "data-role": variant["role"],
+                "aria-label": f"Weight % of {variant['version']}",
+            }
             self.fields[f"weight_{index}"] = forms.IntegerField(
                 min_value=0, max_value=100, label=variant["version"],
                 initial=variant.get("mirror_percent", 0) if shadow else variant["weight"],
                 widget=forms.NumberInput(attrs=attributes),
             )  # fmt: skip
             self.fields[f"role_{index}"] = forms.ChoiceField(
-                choices=VariantRole.choices, initial=variant["role"]
+                choices=VariantRole.choices,
+                initial=variant["role"],
+                widget=forms.Select(attrs={"aria-label": f"Role of {variant['version']}"}),
             )
 
     def rows(self):
