@@ -5,6 +5,7 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -219,7 +220,7 @@ def target_edit(request, name: str):
     actor = Actor.from_request(request)
     target = selectors.target_get_for_actor(actor=actor, name=name)
     if not actor.has_role(target.team_id, Role.ADMIN):
-        raise Http404
+        raise PermissionDenied("Only the team's admins change its targets.")
     initial = {
         "environment": target.environment,
         "config": json.dumps(target.config, indent=2) if target.config else "",

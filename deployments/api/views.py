@@ -65,11 +65,10 @@ class TargetViewSet(
     )
     def update(self, request, *args, **kwargs):
         partial = kwargs.pop("partial", False)
+        target = self.get_object()  # first: another team's target is a 404 whatever the body
         data = api.TargetUpdateSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
-        target = services.target_update(
-            actor=_actor(request), target=self.get_object(), **data.validated_data
-        )
+        target = services.target_update(actor=_actor(request), target=target, **data.validated_data)
         return Response(api.TargetSerializer(target).data)
 
     @extend_schema(
