@@ -37,3 +37,8 @@ class Transport(filesystem.Transport):
     """kombu's filesystem transport with the atomic channel."""
 
     Channel = Channel
+
+    @property
+    def default_connection_params(self):
+        # A folder needs no host: kombu would warn "No hostname was supplied" on every task.
+        return {}

@@ -43,14 +43,20 @@ class TrafficForm(forms.Form):
                 initial=variant["version"], widget=forms.HiddenInput
             )
             shadow = variant["role"] == VariantRole.SHADOW
-            attributes = {"class": "traffic-weight", "data-role": variant["role"]}
+            attributes = {
+                "class": "traffic-weight",
+                "data-role": variant["role"],
+                "aria-label": f"Weight % of {variant['version']}",
+            }
             self.fields[f"weight_{index}"] = forms.IntegerField(
                 min_value=0, max_value=100, label=variant["version"],
                 initial=variant.get("mirror_percent", 0) if shadow else variant["weight"],
                 widget=forms.NumberInput(attrs=attributes),
             )  # fmt: skip
             self.fields[f"role_{index}"] = forms.ChoiceField(
-                choices=VariantRole.choices, initial=variant["role"]
+                choices=VariantRole.choices,
+                initial=variant["role"],
+                widget=forms.Select(attrs={"aria-label": f"Role of {variant['version']}"}),
             )
 
     def rows(self):
@@ -114,3 +120,17 @@ class ScaleForm(forms.Form):
     version = forms.CharField(max_length=200, widget=forms.HiddenInput)
     replicas = forms.IntegerField(min_value=1, max_value=20)
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+class TargetEditForm(forms.Form):
+    """A target's environment, settings and description (its name and kind stay)."""
+
+    environment = forms.ChoiceField(
+        choices=Environment.choices,
+        help_text="Fixed while endpoints use the target.",
+    )
+    config = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="JSON object of kind-specific settings (secrets only by env var or file name).",
+    )  # fmt: skip
+    description = forms.CharField(max_length=500, required=False)
+
+    clean_config = TargetCreateForm.clean_config

@@ -362,6 +362,7 @@ class LocalProcess(models.Model):
     restarts = models.PositiveIntegerField(default=0)
 
     class Meta:
+        verbose_name_plural = "local processes"
         ordering = ["endpoint_id", "key"]
         constraints = [
             models.UniqueConstraint(fields=["host", "port"], name="localprocess_unique_port"),

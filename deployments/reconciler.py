@@ -38,6 +38,7 @@ from deployments.models import (
     ReconcileLease,
     Release,
     ReleaseReason,
+    TargetKind,
     VariantRole,
 )
 from deployments.services import deployment_event_record, rollback_default
@@ -508,6 +509,10 @@ class _Run:
                 raise DriverError(f"Could not lay out {spec.version}: {error}") from None
         self.require_current()
         self.driver.ensure_server(endpoint=self.endpoint, spec=spec)
+        if self.endpoint.target.kind == TargetKind.EDGE:
+            # No server runs here: the fleet's devices pull the version wave by wave.
+            self.event(f"Rolling {spec.version} out to the fleet.", version=spec.version)
+            return
         verb = "Restarted" if restarted else "Started"
         count = f" ({spec.replicas} replicas)" if spec.replicas > 1 else ""
         self.event(f"{verb} a server for {spec.version}{count}.", version=spec.version)

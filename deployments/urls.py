@@ -26,6 +26,8 @@ urlpatterns = [
         name="endpoint-require-key",
     ),
     path("targets/", views.target_list, name="target-list"),
+    path("targets/<slug:name>/edit/", views.target_edit, name="target-edit"),
+    path("targets/<slug:name>/delete/", views.target_delete, name="target-delete"),
     path("builds/<int:build_id>/", views.build_detail, name="build-detail"),
     path("fleet/", views.fleet_list, name="fleet-list"),
     path("fleet/<slug:name>/", views.fleet_detail, name="fleet-detail"),

@@ -1,8 +1,11 @@
 """Deployment pages: endpoints (split, history, one-click rollback, live progress), targets,
 builds, and the deploy form the registry's version page links to."""
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -19,6 +22,7 @@ from deployments.forms import (
     RollbackForm,
     ScaleForm,
     TargetCreateForm,
+    TargetEditForm,
     TrafficForm,
 )
 from deployments.models import BUILD_TERMINAL, EndpointKey
@@ -49,7 +53,10 @@ def endpoint_create(request):
     """Deploy a version: to a new endpoint, or (links below the form) to an existing one."""
     actor = Actor.from_request(request)
     targets = selectors.target_list_for_actor(actor=actor)
-    initial = {"version": request.GET.get("version", "")[:200]}
+    initial = {
+        "version": request.GET.get("version", "")[:200],
+        "target": request.GET.get("target", "")[:40] or None,
+    }
     form = EndpointCreateForm(request.POST or None, targets=targets, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
@@ -264,8 +271,53 @@ def target_list(request):
             messages.success(request, f"Target {target.name} added.")
             return redirect("deployments:target-list")
     page = paginate(request, selectors.target_list_for_actor(actor=actor))
-    context = {"page": page, "form": form if admin_teams.exists() else None}
+    context = {
+        "page": page,
+        "form": form if admin_teams.exists() else None,
+        "admin_team_ids": {team.pk for team in admin_teams},
+    }
     return render(request, "deployments/target_list.html", context)
+
+
+@login_required
+def target_edit(request, name: str):
+    """Change a target's environment, settings or description (team admins)."""
+    actor = Actor.from_request(request)
+    target = selectors.target_get_for_actor(actor=actor, name=name)
+    if not actor.has_role(target.team_id, Role.ADMIN):
+        raise PermissionDenied("Only the team's admins change its targets.")
+    initial = {
+        "environment": target.environment,
+        "config": json.dumps(target.config, indent=2) if target.config else "",
+        "description": target.description,
+    }
+    form = TargetEditForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.target_update(actor=actor, target=target, **form.cleaned_data)
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            messages.success(request, f"Target {target.name} saved.")
+            return redirect("deployments:target-list")
+    endpoints = list(target.endpoints.values_list("name", flat=True)[:50])
+    context = {"target": target, "form": form, "endpoints": endpoints}
+    return render(request, "deployments/target_edit.html", context)
+
+
+@login_required
+@require_POST
+def target_delete(request, name: str):
+    """Delete a target no endpoint uses (team admins); says why when it is refused."""
+    actor = Actor.from_request(request)
+    target = selectors.target_get_for_actor(actor=actor, name=name)
+    try:
+        services.target_delete(actor=actor, target=target)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Target {name} deleted.")
+    return redirect("deployments:target-list")
 
 
 @login_required
@@ -301,9 +353,14 @@ def _fleet_context(request, target, **extra) -> dict:
         {"device": device, "online": edge_selectors.device_is_online(device)}
         for device in edge_selectors.device_list_for_fleet(target=target)[:500]
     ]
+    from deployments.edge.services import fleet_endpoint
+
     actor = Actor.from_request(request)
     return {
         "fleet": target,
+        "fleet_endpoint": fleet_endpoint(target),
+        # What the agent's --server takes: this dashboard as the browser reached it.
+        "server_url": request.build_absolute_uri("/").rstrip("/"),
         "devices": devices,
         "rollouts": rollouts,
         "polling": any(edge_selectors.rollout_is_in_flight(row["rollout"]) for row in rollouts),

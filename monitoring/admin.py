@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 
-from common.admin import ReadOnlyAdmin
+from accounts.actor import Actor
+from common.admin import ReadOnlyAdmin, run_admin_action
+from monitoring import services
 from monitoring.models import (
     Alert,
     AlertRule,
@@ -15,31 +17,51 @@ from monitoring.models import (
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(ReadOnlyAdmin):
     list_display = ["name", "endpoint", "metric", "comparator", "threshold", "is_enabled"]
     list_filter = ["metric", "is_enabled"]
     search_fields = ["name", "endpoint__name"]
-    readonly_fields = ["breaching_since", "clear_since", "last_value", "last_evaluated_at"]
+    actions = ["enable", "disable"]
+
+    @admin.action(description="Enable the selected alert rules")
+    def enable(self, request, queryset):
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Enabled",
+            lambda rule: services.alert_rule_set_enabled(actor=actor, rule=rule, enabled=True),
+        )
+
+    @admin.action(description="Disable the selected alert rules")
+    def disable(self, request, queryset):
+        actor = Actor.for_admin_site(request)
+        run_admin_action(
+            self,
+            request,
+            queryset,
+            "Disabled",
+            lambda rule: services.alert_rule_set_enabled(actor=actor, rule=rule, enabled=False),
+        )
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ReadOnlyAdmin):
     list_display = ["message", "endpoint", "status", "opened_at", "resolved_at"]
     list_filter = ["status"]
     search_fields = ["message", "endpoint__name"]
-    readonly_fields = [field.name for field in Alert._meta.fields]
 
 
 @admin.register(DriftReport)
-class DriftReportAdmin(admin.ModelAdmin):
+class DriftReportAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "version", "created_at", "verdict", "drifting_share", "rows"]
     list_filter = ["verdict"]
     search_fields = ["endpoint__name"]
-    readonly_fields = [field.name for field in DriftReport._meta.fields]
 
 
 @admin.register(ScrapeState)
-class ScrapeStateAdmin(admin.ModelAdmin):
+class ScrapeStateAdmin(ReadOnlyAdmin):
     list_display = ["endpoint", "component", "url", "scraped_at", "failures", "duration_seconds"]
     list_filter = ["component"]
     search_fields = ["endpoint__name", "url"]

@@ -19,9 +19,10 @@ def _layout(title: str, y_title: str, **extra) -> dict:
     layout = {
         "title": {"text": title, "font": {"size": 14}, "x": 0.01},
         "height": 280,
-        "margin": {"l": 56, "r": 16, "t": 36, "b": 36},
+        "margin": {"l": 56, "r": 16, "t": 56, "b": 36},
         "hovermode": "x unified",
-        "legend": {"orientation": "h", "y": -0.18},
+        # Above the plot, right-aligned: below it, the legend ran into long x-axis labels.
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, sans-serif", "size": 12, "color": "#1c2430"},
@@ -121,16 +122,21 @@ def latency_figure(series: dict) -> dict:
     for index, version in enumerate(series["versions"]):
         color = version_color(index)
         for key, label, dash, width in styles:
+            # Milliseconds, like every other latency the pages show.
+            milliseconds = [
+                None if value is None else round(value * 1000, 3) for value in version[key]
+            ]
             data.append(
                 _line(
                     series,
-                    version[key],
+                    milliseconds,
                     f"{version['version']} {label}",
                     color,
                     line={"color": color, "width": width, "dash": dash},
+                    hovertemplate="%{y:.1f} ms",
                 )
             )
-    return {"data": data, "layout": _layout(title, "seconds")}
+    return {"data": data, "layout": _layout(title, "milliseconds")}
 
 
 def traffic_share_figure(series: dict) -> dict:

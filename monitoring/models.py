@@ -332,6 +332,7 @@ class Feedback(models.Model):
     error = models.FloatField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "feedback"
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "request_id"], name="feedback_unique")
@@ -518,6 +519,9 @@ class RollbackPolicy(TimeStampedModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    class Meta:
+        verbose_name_plural = "rollback policies"
 
     def __str__(self) -> str:
         return f"rollback policy of {self.endpoint_id}"

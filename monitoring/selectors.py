@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from accounts.actor import Actor
 from common.errors import ApplicationError
-from deployments.models import Endpoint, EndpointStatus
+from deployments.models import Endpoint, EndpointStatus, Release
 from deployments.selectors import endpoint_cards_for_actor
+from deployments.targets.local import prediction_log_url as local_prediction_log_url
 from monitoring import charts, histograms
 from monitoring.models import (
     Alert,
@@ -26,8 +27,11 @@ from monitoring.models import (
     AlertStatus,
     Component,
     DriftReport,
+    Experiment,
+    ExperimentStatus,
     MetricHour,
     MetricPoint,
+    PredictionRecord,
 )
 from registry.models import ModelVersion
 from registry.selectors import model_list_for_actor
@@ -506,11 +510,16 @@ def dashboard_for_actor(*, actor: Actor) -> dict:
         if isinstance(card, dict):
             card = {**card, "metrics": metrics, "has_monitoring": endpoint_id is not None}
         enriched.append(card)
+    sparklines = endpoint_sparklines(endpoint_ids=list(ids.values())) if ids else {}
+    for card in enriched:
+        if isinstance(card, dict):
+            card["sparklines"] = sparklines.get(ids.get(_card_name(card)))
     return {
         "has_team": bool(actor.team_ids),
         "model_count": models.count(),
         "recent_models": models.order_by("-updated_at")[:5],
         "endpoint_cards": enriched,
+        **dashboard_activity_for_actor(actor=actor),
     }
 
 
@@ -627,3 +636,102 @@ def alerts_for_endpoint(*, endpoint: Endpoint, limit: int = 50) -> list[Alert]:
         .select_related("rule")
         .order_by("-status", "-opened_at", "-id")[:limit]
     )
+
+
+# firsthour: whether the gateway's prediction log reaches the dashboard.
+PREDICTION_LOG_GRACE = timedelta(minutes=2)
+PREDICTION_LOG_WINDOW = timedelta(minutes=30)
+
+
+def prediction_log_delivery(*, endpoint: Endpoint, now: datetime | None = None) -> dict | None:
+    """Whether the prediction log of the requests the gateway served reached the dashboard.
+
+    The gateway ships its log in the background and keeps retrying, so nothing fails where a
+    user looks when it cannot deliver (a dashboard moved to another port, a wrong
+    `prediction_log_url`). The scraped gateway counters say when it last answered a request; a
+    log record received since then (allowing it PREDICTION_LOG_GRACE to arrive) shows delivery
+    works. None when the gateway answered nothing recently (nothing to judge)."""
+    now = now or timezone.now()
+    last_served = MetricPoint.objects.filter(
+        endpoint=endpoint,
+        component=Component.GATEWAY,
+        requests__gt=0,
+        minute__gte=now - PREDICTION_LOG_WINDOW,
+        minute__lte=now - PREDICTION_LOG_GRACE,
+    ).aggregate(last=Max("minute"))["last"]
+    if last_served is None:
+        return None
+    last_received = PredictionRecord.objects.filter(endpoint=endpoint).aggregate(
+        last=Max("received_at")
+    )["last"]
+    return {
+        "delivered": last_received is not None and last_received >= last_served,
+        "last_served": last_served,
+        "last_received": last_received,
+        "url": _prediction_log_url(endpoint),
+    }
+
+
+def _prediction_log_url(endpoint: Endpoint) -> str:
+    """Where the endpoint's gateway posts its log, as far as the dashboard knows."""
+    if endpoint.target.kind == "local":
+        return local_prediction_log_url(endpoint)
+    base = str((endpoint.target.config or {}).get("prediction_log_url") or "").rstrip("/")
+    return f"{base}/api/v1/endpoints/{endpoint.name}/predictions/" if base else ""
+
+
+# firsthour: the dashboard's sparklines and activity lists.
+SPARKLINE_MINUTES = 60
+
+
+def endpoint_sparklines(
+    *, endpoint_ids: list[int], now: datetime | None = None
+) -> dict[int, dict[str, list]]:
+    """Per endpoint, one value a minute over the last hour: requests, 5xx errors and p95
+    latency in milliseconds (None where a minute had no traffic)."""
+    now = (now or timezone.now()).replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=SPARKLINE_MINUTES - 1)
+    rows = MetricPoint.objects.filter(endpoint_id__in=endpoint_ids, minute__gte=start).values(
+        "endpoint_id", "component", "minute", "requests", "server_errors", "latency"
+    )
+    grouped: dict[int, dict[str, dict[int, list[dict]]]] = {}
+    for row in rows:
+        index = int((row["minute"] - start).total_seconds() // 60)
+        if 0 <= index < SPARKLINE_MINUTES:
+            by_component = grouped.setdefault(row["endpoint_id"], {})
+            by_component.setdefault(row["component"], {}).setdefault(index, []).append(row)
+    lines = {}
+    for endpoint_id, components in grouped.items():
+        # The gateway sees every request once; without one, the version servers do.
+        chosen = components.get(Component.GATEWAY) or components.get(Component.SERVER, {})
+        requests, errors, p95 = [], [], []
+        for index in range(SPARKLINE_MINUTES):
+            minute = chosen.get(index, [])
+            requests.append(sum(row["requests"] for row in minute))
+            errors.append(sum(row["server_errors"] for row in minute))
+            latency: dict = {}
+            for row in minute:
+                latency = histograms.merge(latency, row["latency"])
+            value = histograms.quantile(latency, 0.95)
+            p95.append(round(value * 1000, 3) if value is not None else None)
+        lines[endpoint_id] = {"requests": requests, "errors": errors, "p95_ms": p95}
+    return lines
+
+
+def dashboard_activity_for_actor(*, actor: Actor, limit: int = 8) -> dict:
+    """Open alerts, running experiments and recent deploys of the actor's teams."""
+    return {
+        "open_alerts": list(alerts_for_actor(actor=actor, status=AlertStatus.OPEN)[:limit]),
+        "running_experiments": list(
+            Experiment.objects.filter(
+                endpoint__team_id__in=actor.team_ids, status=ExperimentStatus.RUNNING
+            )
+            .select_related("endpoint")
+            .order_by("-started_at", "-id")[:limit]
+        ),
+        "recent_releases": list(
+            Release.objects.filter(endpoint__team_id__in=actor.team_ids)
+            .select_related("endpoint")
+            .order_by("-created_at", "-id")[:limit]
+        ),
+    }

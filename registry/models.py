@@ -201,6 +201,7 @@ class Alias(TimeStampedModel):
     is_protected = models.BooleanField(default=False)
 
     class Meta:
+        verbose_name_plural = "aliases"
         ordering = ["model", "name"]
         constraints = [models.UniqueConstraint(fields=["model", "name"], name="alias_unique_name")]
 

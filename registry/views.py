@@ -290,6 +290,11 @@ def version_compare(request, name: str):
     actor, model = _model(request, name)
     versions = selectors.version_list(actor=actor, model=model)
     numbers = [request.GET.get(key, "") for key in ("a", "b")]
+    if not any(numbers):
+        # Opened without a choice: the newest version (B) against the one before it (A).
+        newest = [str(number) for number in versions.values_list("number", flat=True)[:2]]
+        if len(newest) == 2:
+            numbers = [newest[1], newest[0]]
     comparison = optimization = None
     if all(number.isdigit() and len(number) < 10 for number in numbers):
         first, second = (

@@ -16,12 +16,28 @@ VAR_DIR = Path(env_str("MODELDECK_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DEBUG", False)
 
+# SECRET_KEY from the environment, else from the file SECRET_KEY_FILE names, else from
+# var/secret_key, which `dev.py run` writes once with a random key (so `manage.py` commands run
+# in the checkout use the same key as the dev stack). No key lives in the source.
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    # Development only: a fixed key is harmless while DEBUG keeps the server local.
-    SECRET_KEY = "modeldeck-development-only-secret-key-not-for-production-use"  # noqa: S105
+    _secret_key_file = env_str("SECRET_KEY_FILE") or (
+        str(VAR_DIR / "secret_key") if (VAR_DIR / "secret_key").exists() else ""
+    )
+    if _secret_key_file:
+        try:
+            SECRET_KEY = Path(_secret_key_file).read_text().strip()
+        except OSError as _error:
+            raise ImproperlyConfigured(
+                f"SECRET_KEY_FILE {_secret_key_file} cannot be read: {_error.strerror}"
+            ) from None
+        if not SECRET_KEY:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE {_secret_key_file} is empty")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: set SECRET_KEY or SECRET_KEY_FILE, or run `python3 dev.py run` "
+        "once, which writes a random key to var/secret_key"
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 if "*" in ALLOWED_HOSTS:

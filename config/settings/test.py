@@ -1,6 +1,7 @@
 """Test settings: the base settings with faster hashing and a throwaway artifact folder."""
 
 import os
+import secrets
 import tempfile
 
 os.environ.setdefault("DEBUG", "true")
@@ -17,6 +18,8 @@ if os.environ.get("PYTEST_XDIST_WORKER", "") not in (
         prefix=f"modeldeck-test-{os.environ['PYTEST_XDIST_WORKER']}-"
     )
 os.environ.setdefault("MODELDECK_VAR_DIR", tempfile.mkdtemp(prefix="modeldeck-test-"))
+# One random key per test run, inherited by the processes the tests start.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import CELERY_BROKER_URL

@@ -10,15 +10,9 @@ from accounts.actor import Actor
 from accounts.models import Role
 from accounts.permissions import require_role
 from common.api import Pagination
+from common.schema import ErrorSerializer
 from deployments import access, selectors
 from deployments.models import Endpoint, EndpointKey
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The body of every 4xx answer."""
-
-    error = serializers.CharField()
-    detail = serializers.DictField()
 
 
 class KeyCreateSerializer(serializers.Serializer):

@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.schema import ErrorSerializer  # noqa: F401 (re-exported for the views)
 from deployments.models import (
     Build,
     DeploymentEvent,
@@ -38,6 +39,15 @@ class TargetCreateSerializer(serializers.Serializer):
     team = serializers.CharField(
         max_length=63, required=False, help_text="Needed only when you belong to several teams."
     )
+
+
+class TargetUpdateSerializer(serializers.Serializer):
+    """Input of PUT/PATCH /targets/{name}/ (name and kind never change; PATCH takes any
+    subset, PUT needs environment and config)."""
+
+    environment = serializers.ChoiceField(choices=Environment.choices)
+    config = serializers.JSONField()
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
 
 
 class TrafficSerializer(serializers.Serializer):
@@ -244,13 +254,6 @@ class ScaleAcceptedSerializer(serializers.Serializer):
     version = serializers.CharField()
     replicas = serializers.IntegerField(allow_null=True)
     autoscale = AutoscaleSerializer(allow_null=True)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """A refused request: a readable sentence and what it was about."""
-
-    error = serializers.CharField()
-    detail = serializers.JSONField()
 
 
 class ReplicaStatusSerializer(serializers.Serializer):

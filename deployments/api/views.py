@@ -41,7 +41,7 @@ class TargetViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
     viewsets.GenericViewSet,
 ):  # fmt: skip
-    """Where endpoints run; team admins create them."""
+    """Where endpoints run; team admins create, change and delete them."""
 
     serializer_class = api.TargetSerializer
     lookup_field = "name"
@@ -59,6 +59,30 @@ class TargetViewSet(
         team = _team_for(actor, fields.pop("team", None))
         target = services.target_create(actor=actor, team=team, **fields)
         return Response(api.TargetSerializer(target).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=api.TargetUpdateSerializer,
+        responses={200: api.TargetSerializer, 400: api.ErrorSerializer, 409: api.ErrorSerializer},
+    )
+    def update(self, request, *args, **kwargs):
+        partial = kwargs.pop("partial", False)
+        target = self.get_object()  # first: another team's target is a 404 whatever the body
+        data = api.TargetUpdateSerializer(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        target = services.target_update(actor=_actor(request), target=target, **data.validated_data)
+        return Response(api.TargetSerializer(target).data)
+
+    @extend_schema(
+        request=api.TargetUpdateSerializer,
+        responses={200: api.TargetSerializer, 400: api.ErrorSerializer, 409: api.ErrorSerializer},
+    )
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, partial=True, **kwargs)
+
+    @extend_schema(responses={204: None, 403: api.ErrorSerializer, 409: api.ErrorSerializer})
+    def destroy(self, request, *args, **kwargs):
+        services.target_delete(actor=_actor(request), target=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class EndpointViewSet(

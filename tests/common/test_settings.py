@@ -46,11 +46,12 @@ def test_check_deploy_is_clean_with_production_values(tmp_path):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DEBUG": "false", "SECRET_KEY": ""}, "SECRET_KEY must be set when DEBUG is off"),
+        ({"DEBUG": "false", "SECRET_KEY": ""}, "SECRET_KEY is not set"),
+        ({"DEBUG": "true", "SECRET_KEY": ""}, "SECRET_KEY is not set"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
-        ({"DEBUG": "true", "ALLOWED_HOSTS": "*"}, "never '*'"),
+        ({"DEBUG": "true", "SECRET_KEY": "k", "ALLOWED_HOSTS": "*"}, "never '*'"),
         (
-            {"DEBUG": "true", "API_TOKEN_MAX_DAYS": "lots"},
+            {"DEBUG": "true", "SECRET_KEY": "k", "API_TOKEN_MAX_DAYS": "lots"},
             "API_TOKEN_MAX_DAYS='lots' is not an integer",
         ),
     ],

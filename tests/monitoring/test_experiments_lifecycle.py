@@ -13,8 +13,9 @@ from django.test import Client
 from accounts.models import AuditEvent
 from deployments import services as deployment_services
 from deployments.models import DeploymentEvent
+from events.models import Webhook, WebhookDelivery
 from monitoring import experiments
-from monitoring.models import Experiment, Webhook, WebhookDelivery
+from monitoring.models import Experiment
 from tests.monitoring.conftest import make_endpoint, make_version
 from tests.monitoring.test_experiments import outcomes
 

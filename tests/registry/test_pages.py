@@ -256,7 +256,7 @@ def test_compare_page(registered, scientist, scientist_actor, onnx_path):
     ready(register(scientist_actor, registered, path, metrics={"rmse": 0.5}))
     ready(register(scientist_actor, registered, path, metrics={"rmse": 0.4}))
     page = login(scientist).get("/models/iris/compare/?a=1&b=2").content.decode()
-    assert "<td>metrics</td><td>rmse</td><td>0.5</td><td>0.4</td><td>-0.1</td>" in page
+    assert "<td>metrics</td><td>rmse</td><td>0.5</td><td>0.4</td><td>−0.1</td>" in page
     same = login(scientist).get("/models/iris/compare/?a=1&b=1").content.decode()
     assert "do not differ" in same
 

@@ -120,6 +120,12 @@ def page_body(template: str, world: World) -> dict:
             "environment": "dev",
             "config": "{}",
         },
+        # firsthour: a fleet's settings and description (its environment stays).
+        "/targets/{name}/edit/": {
+            "environment": world.fleet.environment,
+            "config": "{}",
+            "description": "changed",
+        },
         "/endpoints/{name}/alerts/rules/": {
             "name": "slow",
             "metric": "error_rate",
@@ -207,6 +213,12 @@ def api_body(method: str, template: str, world: World) -> tuple[dict, str]:
             "name": "new-endpoint",
             "target": world.target.name,
             "version": reference,
+        },
+        ("PATCH", "/api/v1/targets/{name}/"): {"description": "changed"},
+        ("PUT", "/api/v1/targets/{name}/"): {
+            "environment": world.fleet.environment,
+            "config": {},
+            "description": "changed",
         },
         ("POST", "/api/v1/endpoints/{name}/deploy/"): {"version": reference, "weight": 10},
         ("POST", "/api/v1/endpoints/{name}/traffic/"): {
@@ -529,6 +541,12 @@ MINIMUM_ROLE = {
     ("PUT", "/api/v1/endpoints/{name}/prediction-log/"): Role.DEPLOYER,
     ("POST", "/api/v1/endpoints/{name}/feedback/"): Role.SCIENTIST,
     ("POST", "/api/v1/endpoints/{name}/predictions/"): MACHINE_ONLY,
+    # firsthour: targets are changed and deleted by team admins.
+    ("PUT", "/api/v1/targets/{name}/"): Role.ADMIN,
+    ("PATCH", "/api/v1/targets/{name}/"): Role.ADMIN,
+    ("DELETE", "/api/v1/targets/{name}/"): Role.ADMIN,
+    ("POST", "/targets/{name}/edit/"): Role.ADMIN,
+    ("POST", "/targets/{name}/delete/"): Role.ADMIN,
 }
 
 
@@ -537,9 +555,21 @@ def _stop_rollout(world: World) -> None:
     edge_services.edge_rollout_cancel(actor=Actor.system("tests"), rollout=world.rollout)
 
 
+def _empty_fleet(world: World) -> None:
+    """A target is deleted only when nothing uses it: remove the fleet's endpoint and devices
+    (as their owners would) so that a permitted delete can happen."""
+    from deployments.models import EdgeDevice, EdgeRollout
+
+    EdgeRollout.objects.filter(target=world.fleet).delete()
+    world.fleet_endpoint.delete()
+    EdgeDevice.objects.filter(target=world.fleet).delete()
+
+
 # What a route needs in place before the permitted call can change anything.
 PREPARE = {
     "/api/v1/edge/rollouts/{rollout_id}/retry/": _stop_rollout,
+    "/api/v1/targets/{name}/": _empty_fleet,
+    "/targets/{name}/delete/": _empty_fleet,
 }
 # POSTs that change nothing of the team's (or nothing at all); the single sign-on views answer
 # GET only (a team's memberships change there only as the operator's claim map says).

@@ -43,8 +43,8 @@ class Command(BaseCommand):
         if password:
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Demo admin created: sign in at http://127.0.0.1:8000 as "
-                    f"{DEMO_ADMIN} / {password}  (shown once)"
+                    f"Demo admin created: {DEMO_ADMIN} / {password}  (shown once; "
+                    f"sign in on the dashboard's address)"
                 )
             )
         else:
