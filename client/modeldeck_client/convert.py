@@ -9,6 +9,7 @@ made or trusts the model, never on the server (which only ever receives the ONNX
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.metadata
 import tempfile
 from dataclasses import dataclass, field
@@ -332,19 +333,19 @@ def converter_name(framework: str) -> str:
     return "skl2onnx" if framework == "sklearn" else "onnxmltools"
 
 
-FRAMEWORK_DISTRIBUTIONS = {
-    "sklearn": "scikit-learn",
-    "xgboost": "xgboost",
-    "lightgbm": "lightgbm",
-    "onnx": "onnx",
-}
+def _module_version(module: str) -> str:
+    """The framework's own __version__ (xgboost-cpu and xgboost are one module, two names)."""
+    try:
+        return str(importlib.import_module(module).__version__)
+    except (ImportError, AttributeError):
+        return "unknown"
 
 
 def conversion_params(framework: str, converter: str, report: ParityReport) -> dict[str, Any]:
     """What the version page shows about the conversion: flat params, prefixed `conversion_`."""
     params: dict[str, Any] = {
         "conversion_framework": framework,
-        "conversion_framework_version": _version(FRAMEWORK_DISTRIBUTIONS[framework]),
+        "conversion_framework_version": _module_version(framework),
         "conversion_converter": f"{converter} {_version(converter)}" if converter else "",
         "conversion_onnxruntime_version": _version("onnxruntime"),
         "conversion_parity_rows": report.rows,
