@@ -439,8 +439,16 @@ def cmd_import_mlflow(client: Client, args, out: Output) -> None:
         raise Failed(f"not uploaded: {error}") from None
     if imported.report is not None:
         out.note(f"parity check passed: {imported.report.summary()}")
+    name = args.model or imported.name
+    try:
+        client.model_get(name)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        client.model_create(name, description=f"Imported from MLflow ({imported.model_uri}).")
+        out.note(f"created model {name}")
     version = client.version_push(
-        args.model or imported.name,
+        name,
         imported.onnx_path,
         reference=Path(args.reference) if args.reference else None,
         source=imported.source,
