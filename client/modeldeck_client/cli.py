@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def command(subparsers, name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats help strings: "100 %" must reach it as "100 %%".
+        sub = subparsers.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
