@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     _waits(sub)
     sub = command(versions, "show", cmd_versions_show, "one version")
     sub.add_argument("model")
-    sub.add_argument("version", help="number, or latest")
+    sub.add_argument("version", type=int, help="version number")
     sub = command(versions, "list", cmd_versions_list, "a model's versions")
     sub.add_argument("model")
 
@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = groups.add_parser("export", help="exports").add_subparsers(required=True)
     sub = command(export, "triton", cmd_export_triton, "a Triton model repository (zip)")
     sub.add_argument("model")
-    sub.add_argument("version")
+    sub.add_argument("version", type=int)
     sub.add_argument("--out", help="zip file to write (default MODEL-VERSION-triton.zip)")
     sub.add_argument("--extract", help="unpack into this folder instead")
 
