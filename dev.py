@@ -32,7 +32,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".modeldeck-installed"
-INSTALL_INPUTS = [ROOT / "pyproject.toml", ROOT / "runtime" / "pyproject.toml"]
+INSTALL_INPUTS = [
+    ROOT / "pyproject.toml",
+    ROOT / "runtime" / "pyproject.toml",
+    ROOT / "client" / "pyproject.toml",
+]
 VAR = ROOT / "var"
 SECRET_KEY_FILE = VAR / "secret_key"
 # What a running `dev.py run` leaves for `dev.py stop`: its own pid and its children's.
@@ -66,8 +70,12 @@ def ensure_environment() -> None:
         return
     say("Installing Modeldeck and its dependencies into .venv (first run takes a few minutes)")
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[dev]", "-e", str(ROOT / "runtime")], check=True)
+    # setuptools too: the one a new venv brings has published advisories (.ci/audit.sh).
+    subprocess.run([*pip, "--upgrade", "pip", "setuptools>=78.1.1"], check=True)
+    subprocess.run(
+        [*pip, "-e", f"{ROOT}[dev]", "-e", str(ROOT / "runtime"), "-e", str(ROOT / "client")],
+        check=True,
+    )
     STAMP.write_text(fingerprint)
 
 

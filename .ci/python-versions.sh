@@ -19,7 +19,7 @@ for prefix in "${pythons[@]}"; do
     "$prefix/bin/python3" -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -e ".[dev]" -e runtime
+  "$venv/bin/python" -m pip install --disable-pip-version-check --quiet -e ".[dev]" -e runtime -e client
   echo "==> Python $version: the fast tier"
   if ! MODELDECK_REQUIRE_TIERS="" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
       -m "not docker and not browser and not slow and not fault" "$@"; then

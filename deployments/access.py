@@ -18,7 +18,6 @@ from accounts.models import AuditEvent, Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
-from deployments.kubernetes.config import TRAFFIC_GATEWAY_API
 from deployments.models import Endpoint, EndpointKey, TargetKind, new_gateway_token
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,8 @@ def keys_enforceable(target) -> bool:
         return False
     return not (
         target.kind == TargetKind.KUBERNETES
-        and (target.config or {}).get("traffic") == TRAFFIC_GATEWAY_API
+        # kubernetes.config.TRAFFIC_GATEWAY_API, spelled out: that module imports this one.
+        and (target.config or {}).get("traffic") == "gateway-api"
     )
 
 

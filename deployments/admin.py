@@ -130,7 +130,6 @@ class EndpointAdmin(ReadOnlyAdmin):
             ),
         )  # fmt: skip
 
-
     @admin.action(description="Rotate the selected endpoints' gateway admin tokens")
     def rotate_gateway_token(self, request, queryset):
         from deployments.access import endpoint_gateway_token_rotate

@@ -120,6 +120,8 @@ class ScaleForm(forms.Form):
     version = forms.CharField(max_length=200, widget=forms.HiddenInput)
     replicas = forms.IntegerField(min_value=1, max_value=20)
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+
 class TargetEditForm(forms.Form):
     """A target's environment, settings and description (its name and kind stay)."""
 

@@ -251,6 +251,8 @@ def _signature_check(
         **({"forced": True, "signature_problems": problems} if problems else {}),
         **({"signature_notes": notes} if notes else {}),
     }
+
+
 def _keep_scale(variants: list[dict], previous: Release | None) -> list[dict]:
     """A version keeps its replicas (or autoscale) across releases that do not set them: a
     traffic change or promote does not scale anything down."""

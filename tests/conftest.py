@@ -164,7 +164,7 @@ def pytest_terminal_summary(terminalreporter):
             if getattr(report, "when", "call") != "call" and outcome != "error":
                 continue
             names = [name for name, prefix in tiers.items() if report.nodeid.startswith(prefix)]
-            if "fault" in report.keywords:
+            if "fault" in getattr(report, "keywords", ()):
                 names.append("fault cases")
             for name in names:
                 counts[name][0 if outcome == "passed" else 1] += 1

@@ -18,8 +18,4 @@ class Migration(migrations.Migration):
             name='rollbackpolicy',
             options={'verbose_name_plural': 'rollback policies'},
         ),
-        migrations.AlterModelOptions(
-            name='webhookdelivery',
-            options={'ordering': ['-created_at', '-id'], 'verbose_name_plural': 'webhook deliveries'},
-        ),
     ]

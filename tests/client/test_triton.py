@@ -3,20 +3,36 @@ whose config.pbtxt (read with the ModelConfig protobuf tritonclient ships) match
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from google.protobuf import text_format
 from onnx import TensorProto, helper
-from tritonclient.grpc import model_config_pb2
 
 from registry import services
 from tests.conftest import actor_for, token_client
 from tests.registry import onnx_files
 from tests.registry.conftest import register, validated
+
+
+def _triton_model_config_module():
+    """tritonclient's ModelConfig protobuf, loaded on its own: importing the tritonclient.grpc
+    package registers the v2 gRPC service's `inference.*` messages in protobuf's default pool,
+    which KServe's client (tests/runtime) registers too, and one process cannot hold both."""
+    spec = importlib.util.find_spec("tritonclient")
+    path = Path(spec.submodule_search_locations[0]) / "grpc" / "model_config_pb2.py"
+    module_spec = importlib.util.spec_from_file_location("_triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+model_config_pb2 = _triton_model_config_module()
 
 TYPES = {"FP32": "TYPE_FP32", "INT64": "TYPE_INT64", "BYTES": "TYPE_STRING"}
 
@@ -168,6 +184,7 @@ def test_the_export_is_typed_in_the_schema(db, scientist, team):
     schema = token_client(scientist, team).get("/api/schema/?format=json").json()
     operation = schema["paths"]["/api/v1/models/{model_name}/versions/{number}/triton/"]["get"]
     assert operation["operationId"] == "v1_models_versions_triton_retrieve"
-    assert set(operation["responses"]) == {"200", "400", "404", "409"}
+    # 401 and 403 are documented on every operation (common/schema.py).
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "409"}
     assert "application/zip" in operation["responses"]["200"]["content"]
     assert [p["name"] for p in operation["parameters"] if p["in"] == "query"] == ["max_batch_size"]
