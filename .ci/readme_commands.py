@@ -101,6 +101,17 @@ def processes_of(clone: Path) -> dict[int, str]:
     return found
 
 
+def in_one_shell(command: str, clone: Path) -> str:
+    """`command` as a reader runs it in one terminal: what earlier lines exported (`export
+    TOKEN=...`) is set for it, and what it exports is kept for the next line."""
+    state = clone / ".readme-shell-state"
+    return (
+        f"[ -f {state} ] && . {state}\n"
+        f"{command}\n"
+        f"status=$?; export -p > {state}; exit $status"
+    )
+
+
 def run_in_terminal(command: str, *, cwd: Path, env: dict[str, str], timeout: float) -> str:
     """Run `command` with a terminal (answering password prompts); its output, or fail."""
     pid, master = pty.fork()
@@ -264,7 +275,7 @@ def main() -> None:
                     timeout=1800,
                 )
             else:
-                run_in_terminal(command, cwd=clone, env=env, timeout=600)
+                run_in_terminal(in_one_shell(command, clone), cwd=clone, env=env, timeout=600)
         for command in banner_commands(banner):
             say(f"$ {command}   (from the banner)")
             run_in_terminal(command, cwd=clone, env=env, timeout=300)
