@@ -105,11 +105,7 @@ def in_one_shell(command: str, clone: Path) -> str:
     """`command` as a reader runs it in one terminal: what earlier lines exported (`export
     TOKEN=...`) is set for it, and what it exports is kept for the next line."""
     state = clone / ".readme-shell-state"
-    return (
-        f"[ -f {state} ] && . {state}\n"
-        f"{command}\n"
-        f"status=$?; export -p > {state}; exit $status"
-    )
+    return f"[ -f {state} ] && . {state}\n{command}\nstatus=$?; export -p > {state}; exit $status"
 
 
 def run_in_terminal(command: str, *, cwd: Path, env: dict[str, str], timeout: float) -> str:

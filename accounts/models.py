@@ -146,6 +146,7 @@ class ExternalIdentity(TimeStampedModel):
     last_sign_in_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "external identities"
         constraints = [
             models.UniqueConstraint(
                 fields=["issuer", "subject"], name="external_identity_unique_issuer_subject"

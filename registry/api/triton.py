@@ -9,11 +9,11 @@ import zipfile
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers
 from rest_framework.decorators import api_view
 
 from accounts.actor import Actor
 from common.errors import ApplicationError
+from common.schema import ErrorSerializer
 from registry import selectors
 from registry.models import ArtifactKind, VersionStatus
 from registry.storage import open_artifact
@@ -37,11 +37,6 @@ TRITON_DATATYPES = {
 }
 DEFAULT_MAX_BATCH_SIZE = 64
 MAX_BATCH_SIZE_LIMIT = 1 << 20
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    detail = serializers.DictField()
 
 
 def _quoted(text: str) -> str:

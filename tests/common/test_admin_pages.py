@@ -67,8 +67,8 @@ READ_ONLY = [
     "monitoring.AlertRule",
     "monitoring.DriftReport",
     "monitoring.ScrapeState",
-    "monitoring.Webhook",
-    "monitoring.WebhookDelivery",
+    "events.Webhook",
+    "events.WebhookDelivery",
     "monitoring.Experiment",
     "monitoring.RollbackPolicy",
     "deployments.Endpoint",
@@ -152,7 +152,10 @@ def test_ops_stop_and_roll_back_endpoints_in_the_admin_with_audit(staff, world):
     assert "Rolled back to 1 item(s)." in page
     endpoint.refresh_from_db()
     assert endpoint.desired_release.restores_id == first.pk
-    assert endpoint.desired_release.variants == first.variants
+    # The earlier release's state, its scale made explicit (one replica where it set none).
+    assert endpoint.desired_release.variants == [
+        {"replicas": 1, **variant} for variant in first.variants
+    ]
     rolled = AuditEvent.objects.get(action="endpoint.rollback")
     assert rolled.actor_label == "root (admin site)"
 

@@ -31,7 +31,7 @@ def test_the_forms_named_in_the_issue_use_the_partial():
         "registry/model_list.html",
         "registry/upload.html",
         "registry/batch_new.html",
-        "monitoring/webhook_list.html",
+        "events/webhook_list.html",
         "accounts/tokens.html",
         "deployments/target_list.html",
         "deployments/endpoint_create.html",

@@ -99,7 +99,7 @@ def test_file_name_is_metadata_only(scientist_api, registered, onnx_path, upload
         "model\x00.onnx": "model.onnx",
         "．．／．．／etc／passwd": "passwd",
         "<script>alert(1)</script>.onnx": "script>.onnx",
-        "a" * 900 + ".onnx": "a" * 194 + "….onnx",
+        "a" * 600 + ".onnx": "a" * 194 + "….onnx",
     }
     before = stored_files()
     for sent, kept in names.items():
@@ -116,14 +116,12 @@ def test_file_name_is_metadata_only(scientist_api, registered, onnx_path, upload
     response = scientist_api.post(URL, **raw_multipart({}, {"file": ("..", path.read_bytes())}))
     assert response.status_code == 400
     assert response.json()["error"] == "file: No file was submitted."
-    # A name past Django's header limit: the whole request is refused.
+    # A name past Django's multipart header limit (lower since Django 5.2.19): the whole request
+    # is refused before the view runs (Django's own 400 page) and nothing is stored.
     response = scientist_api.post(
         URL, **raw_multipart({}, {"file": ("a" * 5_000 + ".onnx", path.read_bytes())})
     )
     assert response.status_code == 400
-    assert response.json()["error"] == (
-        "Multipart form parse error - Request max total header size exceeded."
-    )
     assert Artifact.objects.count() == len(names)
 
 
