@@ -330,6 +330,24 @@ class _Run:
         ]
         return surplus, unwanted
 
+    def autoscale_changed(self, server: ServerState | None, spec: ServerSpec) -> bool:
+        """Whether a server whose platform keeps the count (kubernetes) was last applied with
+        another autoscale than the spec's. The observed replica count cannot tell (an autoscaler
+        may hold it at the new fixed count, or a fixed count may equal the new minimum): the
+        release the server was applied at (its label) says what the platform was told."""
+        if server is None or server.instances or server.release_number == self.release.number:
+            return False
+        applied = (
+            Release.objects.filter(endpoint_id=self.endpoint.pk, number=server.release_number)
+            .values_list("variants", flat=True)
+            .first()
+        )
+        told = next(
+            (v.get("autoscale") for v in applied or [] if v["version_id"] == spec.version_id),
+            None,
+        )
+        return told != spec.autoscale
+
     def record_replicas(self, observation: Observation, specs: list[ServerSpec]) -> None:
         """Ready / desired replicas per version and the warm window, for the endpoint page."""
         warm, until = self.warm()
@@ -434,7 +452,7 @@ class _Run:
         self.event(f"Reconciling release {self.release.number}.")
         for spec in specs:
             server = observation.server(spec.key)
-            if not needs_start(server, spec):
+            if not needs_start(server, spec) and not self.autoscale_changed(server, spec):
                 continue
             self.start_server(spec, restarted=server is not None and not server.alive)
             _checkpoint("server-started")
@@ -539,6 +557,8 @@ class _Run:
                     self.start_server(spec, restarted=True)
             if not waiting:
                 return observation
+            # The page shows a rollout's progress (and where a failed one stopped).
+            self.record_replicas(observation, specs)
             if time.monotonic() > deadline:
                 names = ", ".join(spec.version for spec in waiting)
                 raise DriverError(
@@ -640,8 +660,8 @@ def ready_replicas(server: ServerState | None, replicas: int) -> int:
     """How many of the wanted replicas answer."""
     if server is None:
         return 0
-    if not server.instances:
-        return server.ready_replicas if server.ready else 0
+    if not server.instances:  # mid-rollout too: the pods the platform counts ready
+        return server.ready_replicas if server.alive else 0
     return sum(1 for replica in _wanted(server, replicas) if replica.ready)
 
 
