@@ -7,6 +7,7 @@ from django import forms
 from deployments.models import Environment, TargetKind, VariantRole
 
 REFERENCE_HELP = 'A version as "model:N" or "model@alias".'
+FORCE_LABEL = "Force: apply even if the signature breaks this endpoint's clients (audited)"
 
 
 class EndpointCreateForm(forms.Form):
@@ -32,8 +33,25 @@ class DeployForm(forms.Form):
     )
 
 
+class ForceForm(forms.Form):
+    """The force box offered beside a traffic, promote or rollback form the signature check
+    refused (deployers); the refused form's other fields are posted again unchanged."""
+
+    force = forms.BooleanField(
+        required=False, label=FORCE_LABEL, widget=forms.CheckboxInput(attrs={"required": True})
+    )
+
+
+class PromoteForm(forms.Form):
+    """The candidate takes 100 %."""
+
+    force = forms.BooleanField(required=False, label=FORCE_LABEL)
+
+
 class TrafficForm(forms.Form):
     """New weights for the versions of the current release (one row per version)."""
+
+    force = forms.BooleanField(required=False, label=FORCE_LABEL)
 
     def __init__(self, *args, variants: list[dict], **kwargs):
         super().__init__(*args, **kwargs)
@@ -82,6 +100,7 @@ class RollbackForm(forms.Form):
     """Roll back to one earlier release."""
 
     release = forms.IntegerField(min_value=1)
+    force = forms.BooleanField(required=False, label=FORCE_LABEL)
 
 
 class TargetCreateForm(forms.Form):

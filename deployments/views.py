@@ -19,6 +19,8 @@ from deployments import access, hooks, selectors, services
 from deployments.forms import (
     DeployForm,
     EndpointCreateForm,
+    ForceForm,
+    PromoteForm,
     RollbackForm,
     ScaleForm,
     TargetCreateForm,
@@ -77,20 +79,29 @@ def endpoint_detail(request, name: str):
     """One endpoint; htmx polls its progress partial while it is pending or progressing."""
     actor = Actor.from_request(request)
     endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
-    polling = endpoint.status in selectors.POLLING_STATUSES
-    if request.htmx and not polling:
+    if request.htmx and endpoint.status not in selectors.POLLING_STATUSES:
         # The change finished: reload the whole page once so the split and history are fresh.
         response = HttpResponse(status=204)
         response["HX-Refresh"] = "true"
         return response
+    return render_page_or_partial(
+        request,
+        "deployments/endpoint_detail.html",
+        "deployments/_endpoint_progress.html",
+        _detail_context(request, actor, endpoint),
+    )
+
+
+def _detail_context(request, actor: Actor, endpoint, **extra) -> dict:
     release = endpoint.desired_release
     context = {
         "endpoint": endpoint,
-        "polling": polling,
+        "polling": endpoint.status in selectors.POLLING_STATUSES,
         "traffic": selectors.release_traffic(release),
         "serving": selectors.release_traffic(endpoint.live_release),
         "traffic_form": TrafficForm(variants=release.variants if release else []),
         "deploy_form": DeployForm(),
+        "can_force": actor.has_role(endpoint.team_id, Role.DEPLOYER),
         "releases": selectors.release_list_for_endpoint(endpoint=endpoint)[:50],
         "events": selectors.event_tail_for_endpoint(endpoint=endpoint),
         "has_candidate": any(
@@ -98,22 +109,41 @@ def endpoint_detail(request, name: str):
         ),
         "is_stopped": release is not None and release.is_stop,
         **_scale_context(endpoint),
+        **extra,
     }
     if not request.htmx:
         context.update(hooks.endpoint_page_context(endpoint=endpoint))
-    return render_page_or_partial(
-        request, "deployments/endpoint_detail.html", "deployments/_endpoint_progress.html", context
-    )
+    return context
 
 
-def _endpoint_action(request, name: str, call) -> HttpResponse:
-    """Run one endpoint service from a POSTed form and go back to the endpoint page."""
+def _endpoint_action(request, name: str, call, *, refusable: str = "") -> HttpResponse:
+    """Run one endpoint service from a POSTed form and go back to the endpoint page.
+
+    When the signature check refuses a `refusable` action (traffic, promote, rollback), the
+    page is shown again with the diff beside that form and, for deployers, a force box that
+    posts the same fields again."""
     actor = Actor.from_request(request)
     endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
     try:
         release = call(actor, endpoint)
     except ApplicationError as error:
-        messages.error(request, error.message)
+        if not (refusable and "signature" in error.extra):
+            messages.error(request, error.message)
+        else:
+            endpoint = selectors.endpoint_get_for_actor(actor=actor, name=name)
+            refused = {
+                "action": refusable,
+                "message": error.message,
+                "fields": [
+                    (key, value)
+                    for key, values in request.POST.lists()
+                    if key not in {"csrfmiddlewaretoken", "force"}
+                    for value in values
+                ],
+                "force": ForceForm(auto_id="refused_%s")["force"],
+            }
+            context = _detail_context(request, actor, endpoint, refused=refused)
+            return render(request, "deployments/endpoint_detail.html", context, status=400)
     else:
         if release is not None:
             messages.success(request, f"Release {release.number} written; applying it now.")
@@ -145,21 +175,29 @@ def endpoint_traffic(request, name: str):
         if not form.is_valid():
             raise ApplicationError(_form_errors(form))
         return services.endpoint_set_traffic(
-            actor=actor, endpoint=endpoint, variants=form.variants_input()
+            actor=actor,
+            endpoint=endpoint,
+            variants=form.variants_input(),
+            force=form.cleaned_data["force"],
         )
 
-    return _endpoint_action(request, name, call)
+    return _endpoint_action(request, name, call, refusable="traffic")
 
 
 @login_required
 @require_POST
 def endpoint_promote(request, name: str):
     """The candidate takes 100 %."""
-    return _endpoint_action(
-        request,
-        name,
-        lambda actor, endpoint: services.endpoint_promote(actor=actor, endpoint=endpoint),
-    )
+    form = PromoteForm(request.POST)
+
+    def call(actor, endpoint):
+        if not form.is_valid():
+            raise ApplicationError(_form_errors(form))
+        return services.endpoint_promote(
+            actor=actor, endpoint=endpoint, force=form.cleaned_data["force"]
+        )
+
+    return _endpoint_action(request, name, call, refusable="promote")
 
 
 @login_required
@@ -172,10 +210,13 @@ def endpoint_rollback(request, name: str):
         if not form.is_valid():
             raise ApplicationError(_form_errors(form))
         return services.endpoint_rollback(
-            actor=actor, endpoint=endpoint, release_number=form.cleaned_data["release"]
+            actor=actor,
+            endpoint=endpoint,
+            release_number=form.cleaned_data["release"],
+            force=form.cleaned_data["force"],
         )
 
-    return _endpoint_action(request, name, call)
+    return _endpoint_action(request, name, call, refusable="rollback")
 
 
 @login_required
