@@ -211,6 +211,7 @@ def gateway_restart(*, endpoint_id: int) -> str:
     from deployments.reconciler import lease_acquire, lease_release, new_holder, reconcile_endpoint
     from deployments.targets import driver_for
     from deployments.targets.base import DriverError
+    from deployments.targets.gateway import gateway_read_routes
 
     endpoint = Endpoint.objects.select_related("target").filter(pk=endpoint_id).first()
     if endpoint is None:
@@ -221,6 +222,14 @@ def gateway_restart(*, endpoint_id: int) -> str:
     try:
         driver = driver_for(endpoint.target)
         gateway = driver.observe(endpoint=endpoint).gateway
+        if (
+            gateway is not None
+            and gateway.alive
+            and gateway_read_routes(admin_url=gateway.admin_url, token=endpoint.gateway_token)
+            is not None
+        ):
+            # It already answers to the current token: a repeated delivery changes nothing.
+            return "current"
         if gateway is not None:
             driver.remove_gateway(gateway=gateway)
     except DriverError as error:

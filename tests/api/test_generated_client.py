@@ -18,12 +18,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def generate_client(folder: Path) -> None:
-    """Write the schema and generate the `modeldeck_client` package into `folder`."""
+    """Write the schema and generate the `modeldeck_openapi_client` package into `folder`."""
     document = SchemaGenerator().get_schema(request=None, public=True)
     (folder / "schema.json").write_text(json.dumps(document))
     (folder / "config.yaml").write_text(
-        "project_name_override: modeldeck-client\n"
-        "package_name_override: modeldeck_client\n"
+        "project_name_override: modeldeck-openapi-client\n"
+        "package_name_override: modeldeck_openapi_client\n"
         "post_hooks: []\n"
     )
     result = subprocess.run(
@@ -39,14 +39,14 @@ def generate_client(folder: Path) -> None:
             "--meta",
             "none",
             "--output-path",
-            str(folder / "modeldeck_client"),
+            str(folder / "modeldeck_openapi_client"),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (folder / "modeldeck_client" / "client.py").exists()
+    assert (folder / "modeldeck_openapi_client" / "client.py").exists()
 
 
 @pytest.fixture
@@ -55,28 +55,28 @@ def generated(tmp_path):
     sys.path.insert(0, str(tmp_path))
     yield
     sys.path.remove(str(tmp_path))
-    for name in [name for name in sys.modules if name.startswith("modeldeck_client")]:
+    for name in [name for name in sys.modules if name.startswith("modeldeck_openapi_client")]:
         del sys.modules[name]
 
 
 def test_a_generated_client_lists_creates_and_uploads(generated, live_server, team, scientist):
-    from modeldeck_client import AuthenticatedClient
-    from modeldeck_client.api.v1 import (
+    from modeldeck_openapi_client import AuthenticatedClient
+    from modeldeck_openapi_client.api.v1 import (
         v1_models_create,
         v1_models_list,
         v1_models_versions_create,
         v1_models_versions_list,
     )
-    from modeldeck_client.models import (
+    from modeldeck_openapi_client.models import (
         Error,
         ModelCreateRequest,
         PaginatedRegisteredModelList,
         VersionCreateRequest,
     )
-    from modeldeck_client.models import (
+    from modeldeck_openapi_client.models import (
         RegisteredModel as ClientModel,
     )
-    from modeldeck_client.types import File
+    from modeldeck_openapi_client.types import File
 
     token = token_client(scientist, team)._credentials["HTTP_AUTHORIZATION"].split(" ", 1)[1]
     client = AuthenticatedClient(

@@ -116,13 +116,15 @@ def replica_urls(endpoint: Endpoint, version_id: int) -> list[str]:
     return [replica.metrics_url or replica.upstream for replica in server.instances]
 
 
-def assert_scaling_up_and_down_loses_no_request(actor, endpoint: Endpoint, converge) -> dict:
+def assert_scaling_up_and_down_loses_no_request(
+    actor, endpoint: Endpoint, converge, headers: dict | None = None
+) -> dict:
     """adder:1 from 1 to 3 replicas and back to 1, each converged by `converge` while two
     clients send requests: none fails, and at 3 replicas every replica serves a share (its
     own /metrics counts requests). Returns the requests each replica served."""
     version_id = endpoint.desired_release.variants[0]["version_id"]
     assert len(replica_urls(endpoint, version_id)) == 1
-    with Load(endpoint) as load:
+    with Load(endpoint, headers=headers) as load:
         load.wait_for(50)
         services.endpoint_scale(actor=actor, endpoint=endpoint, version="adder:1", replicas=3)
         converge(endpoint)
@@ -149,7 +151,7 @@ def assert_scaling_up_and_down_loses_no_request(actor, endpoint: Endpoint, conve
 
 
 def assert_rollback_inside_the_warm_window_is_a_route_switch(
-    actor, endpoint: Endpoint, converge
+    actor, endpoint: Endpoint, converge, headers: dict | None = None
 ) -> float:
     """Canary adder:2, promote it (adder:1's server stays warm), then roll back under load:
     the rollback starts no server, every request sent after the switch is answered by adder:1,
@@ -160,7 +162,7 @@ def assert_rollback_inside_the_warm_window_is_a_route_switch(
     converge(endpoint)
     v1 = endpoint.releases.get(number=1).variants[0]["version_id"]
     assert len(replica_urls(endpoint, v1)) == 1  # warm, though nothing routes to it
-    with Load(endpoint) as load:
+    with Load(endpoint, headers=headers) as load:
         load.wait_for(100)
         called = time.monotonic()
         rollback = services.endpoint_rollback(actor=actor, endpoint=endpoint, release_number=1)

@@ -18,6 +18,8 @@ from tests.deployments.load import (
 docker_engine = docker_tier.docker_engine
 engine = docker_tier.engine
 _converge = docker_tier._converge
+# Docker endpoints require an inference key: each endpoint a test makes gets one, sent by the load.
+_inference_keys = docker_tier._inference_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +45,9 @@ def test_one_to_three_to_one_containers_under_load_loses_no_request(
             actor=system, name="scaled", target=docker_target, version="adder:1"
         )
     )
-    served = assert_scaling_up_and_down_loses_no_request(system, endpoint, _converge)
+    served = assert_scaling_up_and_down_loses_no_request(
+        system, endpoint, _converge, headers=docker_tier.key_header(endpoint.name)
+    )
     assert len(served) == 3
     prefix = f"mdk-{installation_id()}-e{endpoint.pk}-v{versions[1].pk}"
     assert _servers(engine) == [prefix]
@@ -59,5 +63,7 @@ def test_a_rollback_inside_the_warm_window_switches_routes_without_starting_cont
     endpoint = _converge(
         services.endpoint_create(actor=system, name="warm", target=docker_target, version="adder:1")
     )
-    assert_rollback_inside_the_warm_window_is_a_route_switch(system, endpoint, _converge)
+    assert_rollback_inside_the_warm_window_is_a_route_switch(
+        system, endpoint, _converge, headers=docker_tier.key_header(endpoint.name)
+    )
     assert len(_servers(engine)) == 2

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import tier_unavailable
 from tests.e2e.conftest import login, snap
-from tests.e2e.stack import Stack, free_port, serving_port_block
+from tests.e2e.stack import free_port, serving_port_block
 from tests.registry import onnx_files
 
 pytestmark = pytest.mark.browser
@@ -68,20 +66,6 @@ def _web_port() -> int:
     if re.fullmatch(r"\d+-\d+", given):
         return int(given.split("-")[0]) + 50
     return free_port()
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """Its own stack, on the caller's port range when LOCAL_TARGET_PORT_RANGE names one."""
-    if not shutil.which("chromium"):
-        tier_unavailable("browser", "Debian's chromium is not installed")
-    running = Stack(
-        var_dir=tmp_path_factory.mktemp("e2e-experiment-stack"),
-        port=_web_port(),
-        serving_ports=_serving_ports(),
-    ).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.conftest import tier_unavailable
-from tests.e2e.conftest import CHROMIUM, SCREENSHOTS
+from tests.e2e.conftest import SCREENSHOTS
 from tests.e2e.stack import Stack
 from tests.oidc_provider.server import Provider, port_in_range
 
@@ -59,38 +59,32 @@ def sso_stack(tmp_path_factory):
 
 
 @pytest.fixture
-def sso_page(sso_stack, request):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-        page.on(
-            "console",
-            lambda m: (
-                errors.append(f"console.{m.type}: {m.text}")
-                if m.type == "error" and not m.text.startswith("Failed to load resource")
-                else None
-            ),
-        )
-        # Failed loads are checked by URL instead: the test provider has no favicon.
-        page.on(
-            "response",
-            lambda r: (
-                errors.append(f"HTTP {r.status}: {r.url}")
-                if r.status >= 400 and sso_stack.url in r.url
-                else None
-            ),
-        )
-        page.screenshot_dir = SCREENSHOTS / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
-        yield page
-        browser.close()
+def sso_page(sso_stack, browser, request):
+    # The session's browser (tests/e2e/conftest.py): one Playwright per process.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(f"console.{m.type}: {m.text}")
+            if m.type == "error" and not m.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    # Failed loads are checked by URL instead: the test provider has no favicon.
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 and sso_stack.url in r.url
+            else None
+        ),
+    )
+    page.screenshot_dir = SCREENSHOTS / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+    yield page
+    context.close()
     assert errors == [], "JavaScript errors:\n" + "\n".join(errors)
 
 

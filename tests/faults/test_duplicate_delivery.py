@@ -97,6 +97,22 @@ def case_reconcile_endpoint(world):
     return first, second
 
 
+def case_gateway_restart(world):
+    """A rotated gateway token restarts the gateway once; the second delivery finds it running
+    with the current token and changes nothing."""
+    from deployments.access import endpoint_gateway_token_rotate
+
+    endpoint = deployment_services.endpoint_create(
+        actor=world["system"], name="rotated", target=world["target"], version=world["versions"][1]
+    )
+    celery_app.tasks["deployments.tasks.reconcile_endpoint"].apply(args=(endpoint.pk,))
+    endpoint_gateway_token_rotate(actor=world["system"], endpoint=endpoint)
+    first, second = run_twice("deployments.tasks.gateway_restart", endpoint.pk)
+    endpoint.refresh_from_db()
+    assert endpoint.status == "live", endpoint.status_reason
+    return first, second
+
+
 def case_deliver_webhook(world):
     webhook = events_services.webhook_create(
         actor=world["system"],
@@ -156,6 +172,7 @@ WITH_ID = {
     "registry.tasks.optimize_version": case_optimize_version,
     "deployments.tasks.reconcile_endpoint": case_reconcile_endpoint,
     "events.tasks.deliver_webhook": case_deliver_webhook,
+    "deployments.tasks.gateway_restart": case_gateway_restart,
 }
 
 

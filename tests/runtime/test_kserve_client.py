@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -55,7 +56,10 @@ async def _infer(url: str, data, **options):
 
 
 def infer(url: str, data, **options):
-    return asyncio.run(_infer(url, data, **options))
+    # In a thread of its own: a browser journey earlier in the same run keeps Playwright's sync
+    # event loop running on the main thread, where asyncio.run() refuses to start.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _infer(url, data, **options)).result()
 
 
 @pytest.mark.parametrize("name", ["1", "iris:2"])
