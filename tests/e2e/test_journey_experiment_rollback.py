@@ -39,7 +39,7 @@ for name in ("a.onnx", "b.onnx"):
     )
     tasks.validate_version(version.pk)
 endpoint = deployments.endpoint_create(
-    actor=actor, name={endpoint!r}, target=Target.objects.get(name="local"), version="iris-ab:1"
+    actor=actor, name={endpoint!r}, target=Target.objects.get(name="e2e-local"), version="iris-ab:1"
 )
 experiment = experiments.experiment_create(
     actor=actor, endpoint=endpoint, name="ranker-ab", control="iris-ab:1",
@@ -70,7 +70,7 @@ def _web_port() -> int:
 
 @pytest.fixture(scope="module")
 def running_experiment(stack, admin_credentials, tmp_path_factory):
-    stack.manage("ensure_local_target", "e2e-team")
+    stack.manage("ensure_local_target", "e2e-team", "--name", "e2e-local")
     folder = tmp_path_factory.mktemp("ab-models")
     onnx_files.save(onnx_files.mlp_classifier(), folder / "a.onnx")
     onnx_files.save(onnx_files.mlp_classifier(hidden=12), folder / "b.onnx")
