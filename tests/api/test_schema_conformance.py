@@ -6,11 +6,6 @@ covered without editing this file. Bounded and deterministic: derandomized examp
 """
 
 import pytest
-import schemathesis
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
-from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -20,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import token_client
+from tests.openapi_cases import wsgi_schema
 
 EXAMPLES_PER_OPERATION = 8
 CHECKS = [
@@ -32,14 +27,7 @@ CHECKS = [
 ]
 
 
-def _schema():
-    document = SchemaGenerator().get_schema(request=None, public=True)
-    loaded = schemathesis.openapi.from_dict(document)
-    loaded.app = WSGIHandler()
-    return loaded
-
-
-schema = _schema()
+schema = wsgi_schema()
 
 
 # Operations that may answer free-form objects: none. New operations are typed.
@@ -73,22 +61,6 @@ def test_every_operation_is_typed_and_documents_its_errors():
         for status in ("400", "401", "403", "404"):
             error = responses[status]["content"]["application/json"]["schema"]
             assert error == {"$ref": "#/components/schemas/Error"}, (operation.path, status)
-
-
-@pytest.fixture
-def bearer(team, admin_member, settings_world):
-    client = token_client(admin_member, team)
-    return client._credentials["HTTP_AUTHORIZATION"]
-
-
-@pytest.fixture
-def settings_world(world):
-    # As Django's test client does: the request must not close the test transaction's connection.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield world
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
 
 
 @pytest.mark.django_db(transaction=False)

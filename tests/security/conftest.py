@@ -9,6 +9,7 @@ from tests.deployments.conftest import (  # noqa: F401 (fixtures the access test
     runtime_processes,
     versions,
 )
+from tests.openapi_cases import bearer, settings_world  # noqa: F401 (the schemathesis fixtures)
 from tests.security.world import build_world
 
 

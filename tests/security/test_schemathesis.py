@@ -5,42 +5,14 @@ Bounded and deterministic: a fixed number of derandomized examples per operation
 """
 
 import pytest
-import schemathesis
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
-from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import token_client
+from tests.openapi_cases import wsgi_schema
 
 EXAMPLES_PER_OPERATION = 20
 
 
-def _schema():
-    document = SchemaGenerator().get_schema(request=None, public=True)
-    loaded = schemathesis.openapi.from_dict(document)
-    loaded.app = WSGIHandler()
-    return loaded
-
-
-schema = _schema()
-
-
-@pytest.fixture
-def bearer(team, admin_member, settings_world):
-    client = token_client(admin_member, team)
-    return client._credentials["HTTP_AUTHORIZATION"]
-
-
-@pytest.fixture
-def settings_world(world):
-    # As Django's test client does: the request must not close the test transaction's connection.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield world
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+schema = wsgi_schema()
 
 
 @pytest.mark.django_db(transaction=False)
