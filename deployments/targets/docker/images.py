@@ -93,10 +93,7 @@ class BuildError(Exception):
 
 def wheelhouse_path() -> Path:
     """Where the dependency and runtime wheels are (see prepare_wheelhouse.py)."""
-    configured = getattr(settings, "MODELDECK_WHEELHOUSE", None) or os.environ.get(
-        "MODELDECK_WHEELHOUSE"
-    )
-    return Path(configured) if configured else Path(settings.BASE_DIR) / "var" / "wheelhouse"
+    return Path(settings.MODELDECK_WHEELHOUSE)
 
 
 def _wheels(folder: Path) -> list[Path]:
@@ -296,7 +293,7 @@ def deploy_reference(build: Build) -> str:
 
 def build_stale_seconds() -> float:
     """How long a running build may go without a heartbeat before its worker counts as lost."""
-    return float(getattr(settings, "DEPLOYMENTS_BUILD_STALE_SECONDS", 60))
+    return float(settings.DEPLOYMENTS_BUILD_STALE_SECONDS)
 
 
 class _Heartbeat(threading.Thread):
