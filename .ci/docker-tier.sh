@@ -64,8 +64,8 @@ start_engine() {
 install_packages
 start_engine
 log "base image $BASE_IMAGE"
-bash deployments/docker/build-base-image.sh "$BASE_IMAGE" || die "building $BASE_IMAGE"
+bash deployments/targets/docker/build-base-image.sh "$BASE_IMAGE" || die "building $BASE_IMAGE"
 log "wheelhouse $WHEELHOUSE"
-"$PYTHON" deployments/docker/prepare_wheelhouse.py --runtime runtime --output "$WHEELHOUSE" \
+"$PYTHON" deployments/targets/docker/prepare_wheelhouse.py --runtime runtime --output "$WHEELHOUSE" \
     || die "preparing the wheelhouse"
 log "ready: engine, $BASE_IMAGE ($(docker image inspect --format '{{.Size}}' "$BASE_IMAGE" | awk '{printf "%.0f MB", $1/1e6}')), $WHEELHOUSE"

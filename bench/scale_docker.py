@@ -51,7 +51,7 @@ from deployments import services  # noqa: E402
 from deployments.models import Endpoint, Target, TargetKind  # noqa: E402
 from deployments.reconciler import reconcile_endpoint  # noqa: E402
 from deployments.targets.base import LABEL_INSTALLATION, installation_id  # noqa: E402
-from deployments.targets.docker import docker_client, docker_settings  # noqa: E402
+from deployments.targets.docker.driver import docker_client, docker_settings  # noqa: E402
 from registry.models import Approval, Artifact, ArtifactKind, ModelVersion, RegisteredModel  # noqa: E402
 from registry.storage import artifact_storage, new_storage_key  # noqa: E402
 

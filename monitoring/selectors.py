@@ -19,7 +19,7 @@ from accounts.actor import Actor
 from common.errors import ApplicationError
 from deployments.models import Endpoint, EndpointStatus, Release
 from deployments.selectors import endpoint_cards_for_actor
-from deployments.targets.local import prediction_log_url as local_prediction_log_url
+from deployments.targets.local.driver import prediction_log_url as local_prediction_log_url
 from monitoring import charts, histograms
 from monitoring.models import (
     Alert,

@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any
 
+from modeldeck_runtime.protocol import DATATYPE_TO_NUMPY_NAME
+
 from registry import batch
 from registry.models import ArtifactKind, ModelVersion
 from registry.storage import artifact_storage
@@ -120,14 +122,8 @@ def tritonclient_snippet(url: str, model_name: str, body: dict) -> str:
         f'client = httpclient.InferenceServerClient("{host}")',
         "inputs = []",
     ]
-    numpy_types = {
-        "FP16": "float16", "FP32": "float32", "FP64": "float64", "INT8": "int8",
-        "INT16": "int16", "INT32": "int32", "INT64": "int64", "UINT8": "uint8",
-        "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "BOOL": "bool",
-        "BYTES": "object",
-    }  # fmt: skip
     for spec in body["inputs"]:
-        dtype = numpy_types.get(spec["datatype"], "float32")
+        dtype = DATATYPE_TO_NUMPY_NAME.get(spec["datatype"], "float32")
         lines += [
             f'tensor = httpclient.InferInput("{spec["name"]}", {spec["shape"]}, '
             f'"{spec["datatype"]}")',

@@ -12,24 +12,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modeldeck_runtime.protocol import DATATYPE_TO_NUMPY_NAME
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The most a child's answer (stdout) or error tail (stderr) may be.
 OUTPUT_CAP = 1024 * 1024
 
 # numpy dtype names of the Open Inference Protocol datatypes that have one.
 NUMPY_DTYPES = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
+    datatype: name for datatype, name in DATATYPE_TO_NUMPY_NAME.items() if datatype != "BYTES"
 }
 
 

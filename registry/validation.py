@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from modeldeck_runtime.protocol import ONNX_TYPE_TO_DATATYPE
+
 from registry import sandbox
 
 ALLOWED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -73,22 +75,6 @@ _TYPED_FIELDS = {
     7: ("int64_data", 1),
     12: ("uint64_data", 1),
     13: ("uint64_data", 1),
-}
-# ONNX type names → Open Inference Protocol datatypes (what the runtime can decode).
-DATATYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
 }
 
 
@@ -345,10 +331,10 @@ def _readable_type(onnx_type: str) -> str:
 
 def _describe(node, *, is_input: bool) -> dict:
     shape = node.shape if isinstance(node.shape, list) else []
-    if node.type in DATATYPES:
+    if node.type in ONNX_TYPE_TO_DATATYPE:
         return {
             "name": node.name,
-            "datatype": DATATYPES[node.type],
+            "datatype": ONNX_TYPE_TO_DATATYPE[node.type],
             "shape": [dim if isinstance(dim, int) and dim >= 0 else -1 for dim in shape],
         }
     kind = "input" if is_input else "output"

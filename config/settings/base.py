@@ -407,7 +407,7 @@ TARGET_CREDENTIALS_DIR = Path(
 TARGET_DOCKER_HOSTS = env_list("TARGET_DOCKER_HOSTS", [])
 # Whether kubernetes targets may use the workers' own in-cluster service account.
 TARGET_ALLOW_IN_CLUSTER = env_bool("TARGET_ALLOW_IN_CLUSTER", False)
-# Wheels that serving images install with networking off (deployments/docker/README.md).
+# Wheels that serving images install with networking off (deployments/targets/docker/README.md).
 MODELDECK_WHEELHOUSE = Path(
     env_str("MODELDECK_WHEELHOUSE", str(BASE_DIR / "var" / "wheelhouse"))
 ).resolve()

@@ -282,7 +282,7 @@ class EndpointViewSet(
         if endpoint.target.kind != TargetKind.KUBERNETES:
             raise ApplicationError("Manifests exist only for endpoints on Kubernetes targets.", {})
         release = get_object_or_404(endpoint.releases, number=int(number))
-        from deployments.kubernetes.export import export_manifests
+        from deployments.targets.kubernetes.export import export_manifests
 
         try:
             bundle = export_manifests(release)

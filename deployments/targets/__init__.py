@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 
 # kind -> "module:Class"; imported on first use so a kind's client library loads only when needed.
 DRIVERS = {
-    "local": "deployments.targets.local:LocalDriver",
-    "docker": "deployments.targets.docker:DockerDriver",
-    "kubernetes": "deployments.targets.kubernetes:KubernetesDriver",
+    "local": "deployments.targets.local.driver:LocalDriver",
+    "docker": "deployments.targets.docker.driver:DockerDriver",
+    "kubernetes": "deployments.targets.kubernetes.driver:KubernetesDriver",
     "edge": "deployments.targets.edge:EdgeDriver",
 }
 

@@ -4,6 +4,8 @@ whose gateway is `modeldeck-gateway` (local, docker)."""
 from __future__ import annotations
 
 import httpx
+from modeldeck_runtime.protocol import route_document
+from modeldeck_runtime.protocol import route_table_document as protocol_route_table_document
 
 from deployments.targets.base import DriverError, Route, StaleGeneration
 from deployments.targets.policy import HostRefused, check_url
@@ -25,17 +27,19 @@ def route_table_document(
 ) -> dict:
     """The body of `PUT /-/routes` for these routes (with the endpoint's `access` part, see
     deployments.access.endpoint_access_document, when given)."""
-    entries = []
-    for route in routes:
-        entry = {"version": route.version, **_upstream_entry(route)}
-        entry.update(weight=route.weight, role=route.role)
-        if route.role == "shadow":
-            entry["mirror_percent"] = route.mirror_percent
-        entries.append(entry)
-    document = {"generation": generation, "sticky": sticky or None, "routes": entries}
-    if access is not None:
-        document["access"] = access
-    return document
+    entries = [
+        route_document(
+            version=route.version,
+            upstreams=route.upstreams or (route.upstream,),
+            weight=route.weight,
+            role=route.role,
+            mirror_percent=route.mirror_percent,
+        )
+        for route in routes
+    ]
+    return protocol_route_table_document(
+        generation=generation, sticky=sticky, routes=entries, access=access
+    )
 
 
 def same_route_table(live: dict | None, expected: dict) -> bool:
@@ -57,14 +61,6 @@ def same_route_table(live: dict | None, expected: dict) -> bool:
         and (held.sticky_header, held.sticky_cookie) == (wanted.sticky_header, wanted.sticky_cookie)
         and sorted(held.routes, key=_version) == sorted(wanted.routes, key=_version)
     )
-
-
-def _upstream_entry(route: Route) -> dict:
-    """One replica as "upstream" (which gateways of any runtime version read), several as
-    "upstreams"."""
-    if len(route.upstreams) > 1:
-        return {"upstreams": list(route.upstreams)}
-    return {"upstream": route.upstreams[0] if route.upstreams else route.upstream}
 
 
 def gateway_put_routes(

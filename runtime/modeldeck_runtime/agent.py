@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeck_runtime import __version__
+from modeldeck_runtime.protocol import canonical
 
 logger = logging.getLogger("modeldeck.agent")
 
@@ -94,11 +95,6 @@ def _urlopen(request: urllib.request.Request, timeout: float):
 def now_iso() -> str:
     """The current time as ISO-8601 with a zone."""
     return datetime.now(UTC).isoformat()
-
-
-def canonical(manifest: dict[str, Any]) -> bytes:
-    """The bytes a manifest signature covers (as deployments.edge.signing makes them)."""
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def verify_manifest(document: Any, key: bytes, device: str) -> dict[str, Any]:

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-ROLES = ("primary", "candidate", "shadow")
-# Replicas one route may balance across.
-MAX_UPSTREAMS = 20
+from modeldeck_runtime.protocol import MAX_UPSTREAMS, ROLES, route_document, route_table_document
+
 _HASH_SCALE = float(1 << 64)
 
 
@@ -37,15 +36,13 @@ class Route:
 
     def document(self) -> dict[str, Any]:
         """The JSON form of this route."""
-        entry: dict[str, Any] = {"version": self.version}
-        if len(self.upstreams) > 1:
-            entry["upstreams"] = list(self.upstreams)
-        else:
-            entry["upstream"] = self.upstream
-        entry.update(weight=self.weight, role=self.role)
-        if self.role == "shadow":
-            entry["mirror_percent"] = self.mirror_percent
-        return entry
+        return route_document(
+            version=self.version,
+            upstreams=self.upstreams,
+            weight=self.weight,
+            role=self.role,
+            mirror_percent=self.mirror_percent,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,11 +93,11 @@ class RouteTable:
             sticky = {"header": self.sticky_header}
         elif self.sticky_cookie is not None:
             sticky = {"cookie": self.sticky_cookie}
-        return {
-            "generation": self.generation,
-            "sticky": sticky,
-            "routes": [route.document() for route in self.routes],
-        }
+        return route_table_document(
+            generation=self.generation,
+            sticky=sticky,
+            routes=[route.document() for route in self.routes],
+        )
 
 
 EMPTY_TABLE = RouteTable(generation=0, sticky_header=None, sticky_cookie=None, routes=())

@@ -9,13 +9,13 @@ import numpy as np
 
 from modeldeck_runtime.codec import (
     DATATYPE_TO_NUMPY,
-    ONNX_TYPE_TO_DATATYPE,
     InferRequest,
     RequestError,
     decode_tensor,
     decode_values,
     format_shape,
 )
+from modeldeck_runtime.protocol import ONNX_TYPE_TO_DATATYPE
 
 DYNAMIC = -1
 

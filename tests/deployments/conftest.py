@@ -14,8 +14,8 @@ from django.db import connections
 
 from accounts.actor import Actor
 from deployments.models import Environment, Target, TargetKind
-from deployments.targets import local
 from deployments.targets.base import installation_id
+from deployments.targets.local import driver as local
 from registry.models import Approval, ModelVersion, RegisteredModel
 from tests.factories import ModelVersionFactory, onnx_adder  # noqa: F401  (onnx_adder re-exported)
 

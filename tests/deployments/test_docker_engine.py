@@ -22,7 +22,7 @@ import pytest
 from django.db.models.signals import post_save
 
 from accounts import tokens
-from deployments import images, services
+from deployments import services
 from deployments.models import (
     Build,
     BuildStatus,
@@ -35,6 +35,7 @@ from deployments.models import (
 from deployments.reconciler import reconcile_endpoint, sweep_target
 from deployments.targets import driver_for
 from deployments.targets.base import LABEL_INSTALLATION, ServerSpec, installation_id
+from deployments.targets.docker import images
 from tests.conftest import tier_unavailable
 from tests.deployments.conftest import make_version
 from tests.deployments.load import assert_shifts_and_rollback_lose_no_request

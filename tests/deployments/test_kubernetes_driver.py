@@ -1,9 +1,9 @@
 """The Kubernetes driver end to end: the real `kubernetes` client against a fake API server on
 127.0.0.1 (tests/deployments/k8s_fake_api.py), driven by the real reconciler and services.
 
-Serving images go through the real build path (deployments/images.py: context, Build rows,
-push, digest); only the Docker engine is replaced here, by a recorder that answers like one.
-The real engine and registry are in test_kubernetes_registry.py (the Docker tier)."""
+Serving images go through the real build path (deployments/targets/docker/images.py: context,
+Build rows, push, digest); only the Docker engine is replaced here, by a recorder that answers
+like one. The real engine and registry are in test_kubernetes_registry.py (the Docker tier)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,7 @@ import yaml
 from django.utils import timezone
 
 from common.errors import ApplicationError
-from deployments import images, services
-from deployments.kubernetes.export import export_manifests, release_objects
-from deployments.kubernetes.manifests import (
-    EndpointIdentity,
-    ServingVersion,
-    gateway_deployment,
-    routes_config_map,
-    routes_document,
-    server_manifests,
-)
-from deployments.kubernetes.validation import validate_manifest
+from deployments import services
 from deployments.models import (
     Build,
     BuildStatus,
@@ -49,7 +39,18 @@ from deployments.targets.base import (
     StaleGeneration,
     installation_id,
 )
-from deployments.targets.kubernetes import KubernetesDriver
+from deployments.targets.docker import images
+from deployments.targets.kubernetes.driver import KubernetesDriver
+from deployments.targets.kubernetes.export import export_manifests, release_objects
+from deployments.targets.kubernetes.manifests import (
+    EndpointIdentity,
+    ServingVersion,
+    gateway_deployment,
+    routes_config_map,
+    routes_document,
+    server_manifests,
+)
+from deployments.targets.kubernetes.validation import validate_manifest
 from tests.deployments.k8s_fake_api import APPLY_CONTENT_TYPE, TOKEN, FakeKubernetes
 
 pytestmark = pytest.mark.django_db

@@ -12,8 +12,9 @@ import kubernetes_validate
 import pytest
 from modeldeck_runtime.routing import parse_table
 
-from deployments.kubernetes.config import ConfigError, kubernetes_settings
-from deployments.kubernetes.manifests import (
+from deployments.targets.base import DriverError
+from deployments.targets.kubernetes.config import ConfigError, kubernetes_settings
+from deployments.targets.kubernetes.manifests import (
     EndpointIdentity,
     ServingVersion,
     http_route,
@@ -22,12 +23,11 @@ from deployments.kubernetes.manifests import (
     scaling_manifests,
     server_manifests,
 )
-from deployments.kubernetes.validation import (
+from deployments.targets.kubernetes.validation import (
     ManifestInvalid,
     kubernetes_versions,
     validate_manifest,
 )
-from deployments.targets.base import DriverError
 
 INSTALLATION = "0123456789abcdef"
 ENDPOINT = EndpointIdentity(endpoint_id=7, name="fraud", target_id=3, installation=INSTALLATION)

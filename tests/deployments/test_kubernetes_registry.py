@@ -24,9 +24,9 @@ import pytest
 import yaml
 from django.urls import reverse
 
-from deployments.kubernetes.validation import validate_manifest
 from deployments.models import Build, BuildStatus, Endpoint, EndpointStatus
 from deployments.reconciler import reconcile_endpoint
+from deployments.targets.kubernetes.validation import validate_manifest
 from tests.conftest import tier_unavailable
 from tests.deployments.k8s_fake_api import FakeKubernetes
 from tests.deployments.test_docker_engine import BASE_IMAGE, _remove_ours, docker_engine

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from deployments.kubernetes.validation import validate_manifest
 from deployments.models import Endpoint, EndpointStatus, Release
 from deployments.reconciler import reconcile_endpoint
+from deployments.targets.kubernetes.validation import validate_manifest
 from tests.deployments.test_kubernetes_driver import (
     NAMESPACE,
     _fast_reconciles,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from deployments import images
+from deployments.targets.docker import images
 from tests.deployments.test_docker_images import unpack, wheelhouse  # noqa: F401 (fixture)
 
 SMOKE = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [1.5, 2.5]}]}

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from deployments import images
 from deployments.models import Build, BuildStatus, Target, TargetKind
+from deployments.targets.docker import images
 from tests.faults.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.fault]

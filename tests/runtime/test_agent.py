@@ -15,13 +15,13 @@ from modeldeck_runtime import agent as agent_module
 from modeldeck_runtime.agent import (
     Agent,
     AgentError,
-    canonical,
     check_outputs,
     contained,
     smoke_request,
     summarize,
     verify_manifest,
 )
+from modeldeck_runtime.protocol import canonical
 
 KEY = bytes(range(32))
 

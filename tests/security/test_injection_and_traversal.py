@@ -17,11 +17,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from deployments import images
-from deployments.kubernetes.config import ConfigError as KubernetesConfigError
-from deployments.kubernetes.config import kubernetes_settings
 from deployments.targets.base import DriverError
-from deployments.targets.docker import docker_settings
+from deployments.targets.docker import images
+from deployments.targets.docker.driver import docker_settings
+from deployments.targets.kubernetes.config import ConfigError as KubernetesConfigError
+from deployments.targets.kubernetes.config import kubernetes_settings
 from registry import tasks as registry_tasks
 from registry.models import ModelVersion, RegisteredModel, VersionStatus
 from registry.storage import materialize_version
@@ -167,7 +167,7 @@ def test_kubernetes_settings_refuse_paths_and_urls_that_are_not_what_they_claim(
 
 def test_local_processes_are_started_without_a_shell():
     """Endpoint names and version references reach the runtime as separate argv entries."""
-    source = Path("deployments/targets/local.py").read_text()
+    source = Path("deployments/targets/local/driver.py").read_text()
     assert "shell=True" not in source
     assert "subprocess.Popen(" in source
 

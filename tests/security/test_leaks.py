@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from common.redaction import without_server_paths
 from deployments import services, tasks
 from deployments.models import LocalProcess
-from deployments.targets import local
+from deployments.targets.local import driver as local
 from tests.conftest import actor_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,13 +14,17 @@ import yaml
 from django.db.models import F
 
 from deployments.access import endpoint_access_document
-from deployments.kubernetes.config import IMAGE_BY_DIGEST, KubernetesSettings, kubernetes_settings
-from deployments.kubernetes.manifests import (
+from deployments.targets.base import DriverError, installation_id
+from deployments.targets.kubernetes.config import (
+    IMAGE_BY_DIGEST,
+    KubernetesSettings,
+    kubernetes_settings,
+)
+from deployments.targets.kubernetes.manifests import (
     EndpointIdentity,
     ServingVersion,
     release_manifests,
 )
-from deployments.targets.base import DriverError, installation_id
 
 if TYPE_CHECKING:
     from deployments.models import Build, Endpoint, Release, Target

@@ -1,7 +1,7 @@
 """Kubernetes targets: version servers and the gateway as Deployments, applied server-side.
 
 Everything is applied with server-side apply (`fieldManager=modeldeck`, forced) from the pure
-builders in `deployments.kubernetes.manifests`, so what the driver applies and what
+builders in `deployments.targets.kubernetes.manifests`, so what the driver applies and what
 `export_manifests` renders for GitOps are the same objects. Readiness is the Deployment's rollout
 status, as `kubectl rollout status` reads it.
 
@@ -15,10 +15,11 @@ Objects are found by labels (managed-by, installation, target, endpoint id, comp
 id); servers no longer wanted are deleted by label selector.
 
 Images: a server's version is first built and pushed to the target's `build.registry` (by
-`deployments.images`, on the worker's engine or `build.docker_host`), unless a build for that
-version and repository already succeeded; the manifests pin `repository@sha256:…`. Scale: a
-version's replicas go into its Deployment, or a HorizontalPodAutoscaler owns them; a version that
-may run several pods gets a PodDisruptionBudget; ServerState reports ready/desired replicas.
+`deployments.targets.docker.images`, on the worker's engine or `build.docker_host`), unless a
+build for that version and repository already succeeded; the manifests pin `repository@sha256:…`.
+Scale: a version's replicas go into its Deployment, or a HorizontalPodAutoscaler owns them; a
+version that may run several pods gets a PodDisruptionBudget; ServerState reports ready/desired
+replicas.
 """
 
 from __future__ import annotations
@@ -31,10 +32,27 @@ from django.conf import settings
 
 from common.errors import ApplicationError
 from deployments.access import endpoint_access_document
-from deployments.kubernetes.client import KubernetesApi, KubernetesApiError, api_client_for
-from deployments.kubernetes.config import ConfigError, kubernetes_settings
-from deployments.kubernetes.export import endpoint_identity, gateway_image_for, serving_versions
-from deployments.kubernetes.manifests import (
+from deployments.targets.base import (
+    DriverError,
+    GatewayState,
+    Observation,
+    OwnedResource,
+    ResourceRole,
+    Route,
+    ServerSpec,
+    ServerState,
+    StaleGeneration,
+    TargetDriver,
+    installation_id,
+)
+from deployments.targets.kubernetes.client import KubernetesApi, KubernetesApiError, api_client_for
+from deployments.targets.kubernetes.config import ConfigError, kubernetes_settings
+from deployments.targets.kubernetes.export import (
+    endpoint_identity,
+    gateway_image_for,
+    serving_versions,
+)
+from deployments.targets.kubernetes.manifests import (
     ANNOTATION_MODEL_VERSION,
     ANNOTATION_ROUTES_GENERATION,
     COMPONENT_GATEWAY,
@@ -60,19 +78,6 @@ from deployments.kubernetes.manifests import (
     routes_name,
     scaling_manifests,
     server_manifests,
-)
-from deployments.targets.base import (
-    DriverError,
-    GatewayState,
-    Observation,
-    OwnedResource,
-    ResourceRole,
-    Route,
-    ServerSpec,
-    ServerState,
-    StaleGeneration,
-    TargetDriver,
-    installation_id,
 )
 from deployments.targets.policy import check_kubernetes_settings
 
@@ -142,7 +147,7 @@ class KubernetesDriver(TargetDriver):
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """See deployments/kubernetes/config.py for the settings; bad values are refused."""
+        """See deployments/targets/kubernetes/config.py for the settings; bad values are refused."""
         try:
             values = kubernetes_settings(config)
         except ConfigError as error:
@@ -332,7 +337,7 @@ class KubernetesDriver(TargetDriver):
     def _serving(self, version_ids: list[int]):
         """The versions with their pushed images, building and pushing them here if needed
         (a deploy of a version already pushed to this registry reuses its build)."""
-        from deployments.images import BuildError, ensure_version_image
+        from deployments.targets.docker.images import BuildError, ensure_version_image
         from registry.models import ModelVersion
 
         for version_id in version_ids:

@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deployments.kubernetes.config import IMAGE_BY_DIGEST, KubernetesSettings
 from deployments.targets.base import DriverError, Route
 from deployments.targets.gateway import route_table_document
+from deployments.targets.kubernetes.config import IMAGE_BY_DIGEST, KubernetesSettings
 
 MANAGED_BY = "modeldeck"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

@@ -13,7 +13,7 @@ from typing import Any
 
 from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import DriverError, dashboard_base_url
-from deployments.targets.docker import DockerSettings, docker_settings
+from deployments.targets.docker.driver import DockerSettings, docker_settings
 
 TRAFFIC_GATEWAY = "gateway"
 TRAFFIC_GATEWAY_API = "gateway-api"

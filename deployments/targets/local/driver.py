@@ -139,7 +139,7 @@ def scan_markers(prefix: str) -> dict[str, int]:
 def prediction_log_url(endpoint: Endpoint) -> str:
     """Where this machine's gateway ships its prediction log ("" when MODELDECK_INTERNAL_URL
     is empty, which turns the log off)."""
-    base = str(getattr(settings, "MODELDECK_INTERNAL_URL", "") or "").rstrip("/")
+    base = str(settings.MODELDECK_INTERNAL_URL or "").rstrip("/")
     return f"{base}/api/v1/endpoints/{endpoint.name}/predictions/" if base else ""
 
 

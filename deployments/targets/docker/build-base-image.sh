@@ -3,7 +3,7 @@
 # pulling from any registry: debootstrap a minimal Debian bookworm with Python 3.11 from the
 # Debian mirror apt already uses, apply security updates, slim it, and `docker import` it.
 #
-# Usage: deployments/docker/build-base-image.sh [IMAGE]
+# Usage: deployments/targets/docker/build-base-image.sh [IMAGE]
 # Env:   MODELDECK_DEBIAN_MIRROR, MODELDECK_DEBIAN_SECURITY_MIRROR (default: what apt uses here),
 #        MODELDECK_CACHE_DIR (default /var/cache/modeldeck) keeps the root filesystem tarball, so
 #        re-creating the image after `docker rmi` or an engine reset takes seconds.

@@ -6,13 +6,13 @@ engine to build on and the repository its cluster pulls from). A pushed image is
 version × repository × base image: any later deploy of the version to a target pushing to the
 same repository reuses it.
 
-The build context is assembled in memory from an explicit file list: the fixed Dockerfile
-template (`deployments/docker/Dockerfile.serving`), the dependency wheels, the runtime wheel and
+The build context is assembled in memory from an explicit file list: the fixed Dockerfile template
+(`deployments/targets/docker/Dockerfile.serving`), the dependency wheels, the runtime wheel and
 the model as the last layer. Nothing a user typed becomes a Dockerfile instruction or a build
 argument: the model's name, number and sha256 reach the image as labels (each checked against a
-strict pattern) and inside `model/modeldeck.json`. The engine builds with networking off from
-the wheelhouse that `deployments/docker/prepare_wheelhouse.py` prepares (the CI Docker tier runs
-it). Progress streams into the Build row; the image is recorded by id (and by registry digest
+strict pattern) and inside `model/modeldeck.json`. The engine builds with networking off from the
+wheelhouse that `deployments/targets/docker/prepare_wheelhouse.py` prepares (the CI Docker tier
+runs it). Progress streams into the Build row; the image is recorded by id (and by registry digest
 when the target pushes) and deployed by that, never by a mutable tag.
 """
 
@@ -41,7 +41,7 @@ from django.utils import timezone
 from common.credentials import CredentialError, credential_environment
 from deployments.models import Build, BuildStatus, EventLevel, Target, TargetKind
 from deployments.targets.base import DriverError, installation_id
-from deployments.targets.docker import (
+from deployments.targets.docker.driver import (
     IMAGE_REFERENCE,
     DockerSettings,
     docker_client,
@@ -54,7 +54,7 @@ from registry.validation import SMOKE_FILE, smoke_file_bytes
 
 logger = logging.getLogger(__name__)
 
-DOCKERFILE_TEMPLATE = Path(__file__).resolve().parent / "docker" / "Dockerfile.serving"
+DOCKERFILE_TEMPLATE = Path(__file__).resolve().parent / "Dockerfile.serving"
 LOCAL_REPOSITORY = "modeldeck/serving"
 DEFAULT_PLATFORM = "linux/amd64"
 # The build log kept on the row; past this only the newest part stays (errors come last).
@@ -93,10 +93,7 @@ class BuildError(Exception):
 
 def wheelhouse_path() -> Path:
     """Where the dependency and runtime wheels are (see prepare_wheelhouse.py)."""
-    configured = getattr(settings, "MODELDECK_WHEELHOUSE", None) or os.environ.get(
-        "MODELDECK_WHEELHOUSE"
-    )
-    return Path(configured) if configured else Path(settings.BASE_DIR) / "var" / "wheelhouse"
+    return Path(settings.MODELDECK_WHEELHOUSE)
 
 
 def _wheels(folder: Path) -> list[Path]:
@@ -115,7 +112,7 @@ def wheelhouse_files(wheelhouse: Path | None = None) -> tuple[list[Path], Path]:
     if not dependencies or len(runtime) != 1:
         raise BuildError(
             f"The wheelhouse at {wheelhouse} is not prepared (need deps/*.whl and one "
-            "runtime/*.whl): run deployments/docker/prepare_wheelhouse.py."
+            "runtime/*.whl): run deployments/targets/docker/prepare_wheelhouse.py."
         )
     return dependencies, runtime[0]
 
@@ -251,7 +248,7 @@ def build_settings(target: Target) -> DockerSettings:
     """The engine and registry a target's images are built with: a Docker target's own
     settings, or a Kubernetes target's `build` setting (DriverError when it has none)."""
     if target.kind == TargetKind.KUBERNETES:
-        from deployments.kubernetes.config import kubernetes_settings
+        from deployments.targets.kubernetes.config import kubernetes_settings
 
         values = kubernetes_settings(target.config).build
         if values is None:
@@ -296,7 +293,7 @@ def deploy_reference(build: Build) -> str:
 
 def build_stale_seconds() -> float:
     """How long a running build may go without a heartbeat before its worker counts as lost."""
-    return float(getattr(settings, "DEPLOYMENTS_BUILD_STALE_SECONDS", 60))
+    return float(settings.DEPLOYMENTS_BUILD_STALE_SECONDS)
 
 
 class _Heartbeat(threading.Thread):

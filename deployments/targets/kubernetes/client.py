@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.credentials import CredentialError, credential_file, credential_file_from_environment
-from deployments.kubernetes.config import KubernetesSettings
 from deployments.targets.base import DriverError
+from deployments.targets.kubernetes.config import KubernetesSettings
 
 FIELD_MANAGER = "modeldeck"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"

@@ -1,8 +1,9 @@
 """Prepare the wheelhouse that serving images are built from while `docker build` has no network.
 
-    python deployments/docker/prepare_wheelhouse.py [--runtime runtime] [--output var/wheelhouse]
+    python deployments/targets/docker/prepare_wheelhouse.py \
+        [--runtime runtime] [--output var/wheelhouse]
 
-Layout (what deployments/images.py copies into a build context):
+Layout (what deployments/targets/docker/images.py copies into a build context):
 
     <output>/deps/*.whl        every dependency wheel of the runtime, CPython 3.11 manylinux x86_64
     <output>/runtime/*.whl     the modeldeck-runtime wheel built from runtime/
@@ -184,7 +185,7 @@ def check_resolvable(output: Path) -> None:
 
 
 def main() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", type=Path, default=root / "runtime")
     parser.add_argument("--output", type=Path, default=root / "var" / "wheelhouse")

@@ -1,10 +1,11 @@
 """Docker targets: version servers and one gateway per endpoint as containers on a Docker engine.
 
 Each endpoint gets a user network; its gateway reaches the version servers there by container
-name. Every container runs from a serving image built by `deployments.images` (deployed by image
-id or registry digest), as uid 10001, with every capability dropped, no-new-privileges, a
-read-only root with a small /tmp tmpfs, memory and pid limits, bounded logs, and ports published
-on 127.0.0.1 unless the target says otherwise. The Docker socket is never mounted.
+name. Every container runs from a serving image built by `deployments.targets.docker.images`
+(deployed by image id or registry digest), as uid 10001, with every capability dropped,
+no-new-privileges, a read-only root with a small /tmp tmpfs, memory and pid limits, bounded logs,
+and ports published on 127.0.0.1 unless the target says otherwise. The Docker socket is never
+mounted.
 
 Names of containers, networks and volumes are made of the installation id and row ids only, and
 every value that reaches a container command (endpoint name, "model:N", role) is checked against
@@ -605,7 +606,7 @@ class DockerDriver(TargetDriver):
             raise DriverError(f"Could not start the container {name}: {error}") from None
 
     def _pull(self, image: str) -> None:
-        from deployments.images import BuildError, _registry_auth
+        from deployments.targets.docker.images import BuildError, _registry_auth
 
         repository, digest = image.split("@", 1)
         try:
@@ -616,7 +617,11 @@ class DockerDriver(TargetDriver):
 
     def _image_for(self, *, version_id: int):
         """The build of the version's serving image, building it here when needed."""
-        from deployments.images import BuildError, deploy_reference, ensure_version_image
+        from deployments.targets.docker.images import (
+            BuildError,
+            deploy_reference,
+            ensure_version_image,
+        )
         from registry.models import ModelVersion
 
         version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()

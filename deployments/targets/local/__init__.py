@@ -1,0 +1,1 @@
+"""The local target: version servers and gateways as processes on this machine (`driver.py`)."""
