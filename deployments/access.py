@@ -79,7 +79,7 @@ def endpoint_key_list(*, endpoint: Endpoint) -> QuerySet[EndpointKey]:
 
 
 def _reconcile_after_commit(endpoint: Endpoint) -> None:
-    from deployments.services import _enqueue_reconcile
+    from deployments.services._common import _enqueue_reconcile
 
     transaction.on_commit(lambda: _enqueue_reconcile(endpoint.pk))
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.actor import Actor
 from accounts.models import AuditEvent
+from common.errors import ApplicationError
 from deployments import services
 from deployments.models import (
     DeploymentEvent,
@@ -134,7 +135,7 @@ def test_edge_targets_say_scaling_does_not_apply(versions, team, deployer, make_
     edge = _target(team, TargetKind.EDGE, "fleet")
     endpoint = services.endpoint_create(actor=actor, name="on-edge", target=edge, version="adder:1")
     before = _state()
-    with pytest.raises(services.ApplicationError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.endpoint_scale(actor=actor, endpoint=endpoint, version="adder:1", replicas=2)
     assert refused.value.message == (
         "Scaling does not apply to edge targets: each device runs one copy of the version it is "
@@ -151,7 +152,7 @@ def test_kubernetes_targets_take_an_autoscale_and_check_its_bounds(
     endpoint = services.endpoint_create(
         actor=actor, name="on-k8s", target=cluster, version="adder:1"
     )
-    with pytest.raises(services.ApplicationError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.endpoint_scale(
             actor=actor, endpoint=endpoint, version="adder:1",
             autoscale={"min": 4, "max": 2, "target_cpu_percent": 70},
@@ -197,7 +198,7 @@ def test_a_stopped_endpoint_has_nothing_to_scale(endpoint, deployer, make_actor)
     actor = make_actor(deployer)
     services.endpoint_stop(actor=actor, endpoint=endpoint)
     before = _state()
-    with pytest.raises(services.ApplicationError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.endpoint_scale(actor=actor, endpoint=endpoint, version="adder:1", replicas=2)
     assert refused.value.message == "The endpoint serves nothing to scale; deploy a version."
     assert _state() == before

@@ -11,6 +11,7 @@ from django.apps import apps
 
 from config.celery import app as celery_app
 from deployments import services as deployment_services
+from deployments.models import Endpoint
 from events import services as events_services
 from events.models import EventKind
 from registry.models import VersionStatus
@@ -205,7 +206,7 @@ def test_a_second_run_of_a_periodic_job_changes_nothing(name, fault_world):
         version=fault_world["versions"][1],
     )
     celery_app.tasks["deployments.tasks.reconcile_endpoint"].apply(
-        args=(deployment_services.Endpoint.objects.get(name="periodic").pk,)
+        args=(Endpoint.objects.get(name="periodic").pk,)
     )
     first, second = run_twice(name)
     changed = _changed(first, second)
