@@ -31,10 +31,6 @@ from registry.uploads import HashedUpload, UploadTooLarge, as_hashed_upload
 logger = logging.getLogger(__name__)
 
 
-def _batch_setting(name: str, default: int) -> int:
-    return getattr(settings, name, default)
-
-
 def _enqueue(task_name: str, object_id: int) -> None:
     """After commit, queue a registry task by name; a lost message is re-queued by beat."""
     from registry import tasks
@@ -69,7 +65,7 @@ def batch_job_create(
     key_column = (key_column or "").strip()
     if len(key_column) > 200 or _has_control_characters(key_column):
         raise _field_error("key_column", "The key column is a column name of the file's header.")
-    limit = _batch_setting("BATCH_MAX_INPUT_BYTES", 1024**3)
+    limit = settings.BATCH_MAX_INPUT_BYTES
     upload = as_hashed_upload(file, limit=limit)
     try:
         if upload.size > limit:

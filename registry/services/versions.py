@@ -219,11 +219,11 @@ def _version_create(
 
 def _parse_limit() -> int:
     # Files up to this size are parsed whole in the web process; bigger ones part by part.
-    return getattr(settings, "MODELDECK_PARSE_IN_PROCESS_BYTES", 64 * 1024 * 1024)
+    return settings.MODELDECK_PARSE_IN_PROCESS_BYTES
 
 
 def _reference_limit() -> int:
-    return getattr(settings, "MODELDECK_MAX_REFERENCE_BYTES", 64 * 1024 * 1024)
+    return settings.MODELDECK_MAX_REFERENCE_BYTES
 
 
 @transaction.atomic
