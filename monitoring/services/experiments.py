@@ -17,6 +17,7 @@ from accounts.models import Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.validation import number_in_range
 from deployments import services as deployment_services
 from deployments.models import Endpoint, Release, VariantRole
 from events.models import EventKind
@@ -58,11 +59,7 @@ def _version(actor: Actor, endpoint: Endpoint, reference: Any, what: str) -> Mod
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ApplicationError(f"{what} must be a number.", {what: value})
-    if not low < value < high:
-        raise ApplicationError(f"{what} must be between {low:g} and {high:g}.", {what: value})
-    return float(value)
+    return number_in_range(value, field=what, low=low, high=high, extra={what: value})
 
 
 def _check_sticky(sticky: Any) -> dict[str, str] | None:

@@ -11,6 +11,7 @@ from accounts.models import Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.validation import field_error
 from registry.models import (
     ALIAS_NAME_PATTERN,
     DEFAULT_PROTECTED_ALIAS_NAMES,
@@ -23,7 +24,6 @@ from registry.models import (
 from registry.services.cleaning import (
     MAX_REASON_LENGTH,
     _clean_text,
-    _field_error,
     clean_alias_name,
 )
 from registry.services.versions import _emit
@@ -59,9 +59,9 @@ def alias_set(
     if isinstance(version_number, int) and 0 < version_number < 2**31:
         version = ModelVersion.objects.filter(model=model, number=version_number).first()
     if version is None:
-        raise _field_error("version", f"Model {model.name!r} has no version {version_number}.")
+        raise field_error("version", f"Model {model.name!r} has no version {version_number}.")
     if version.status in (VersionStatus.INVALID, VersionStatus.ARCHIVED):
-        raise _field_error(
+        raise field_error(
             "version",
             f"Version {version.number} is {version.status}; an alias cannot point at it.",
             status=409,
@@ -73,7 +73,7 @@ def alias_set(
     if protected or was_protected:
         _require_alias_mover(actor, model, name)
     if protected and not version.is_approved:
-        raise _field_error(
+        raise field_error(
             "version",
             f"Protected alias {name!r} can only point at an approved "
             f"version; version {version.number} is "

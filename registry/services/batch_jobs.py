@@ -18,13 +18,13 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
+from common.validation import bounded_text, field_error
 from registry.models import (
     JOB_ACTIVE,
     BatchJob,
     JobStatus,
     VersionStatus,
 )
-from registry.services.cleaning import _field_error, _has_control_characters
 from registry.storage import artifact_storage
 from registry.uploads import HashedUpload, UploadTooLarge, as_hashed_upload
 
@@ -57,14 +57,20 @@ def batch_job_create(
     version = selectors.version_resolve(actor=actor, reference=version_reference)
     require_role(actor, version.model.team_id, Role.SCIENTIST)
     if version.status != VersionStatus.READY:
-        raise _field_error(
+        raise field_error(
             "version",
             f"Version {version.reference} is {version.status}; only ready versions score files.",
             status=409,
         )
     key_column = (key_column or "").strip()
-    if len(key_column) > 200 or _has_control_characters(key_column):
-        raise _field_error("key_column", "The key column is a column name of the file's header.")
+    not_a_column = "The key column is a column name of the file's header."
+    bounded_text(
+        key_column,
+        field="key_column",
+        max_length=200,
+        too_long=not_a_column,
+        control_characters=not_a_column,
+    )
     limit = settings.BATCH_MAX_INPUT_BYTES
     upload = as_hashed_upload(file, limit=limit)
     try:
@@ -76,7 +82,7 @@ def batch_job_create(
             header = batch.read_header(path, parquet=parquet)
             plan = batch.plan_columns(header, version.signature, key_column)
         except batch.Refusal as refusal:
-            raise _field_error("file", refusal.message) from None
+            raise field_error("file", refusal.message) from None
         input_format = "parquet" if parquet else "csv"
         key = f"batch/{version.model.team_id}/{uuid.uuid4().hex}.{input_format}"
         stored = _store_at(upload, key)

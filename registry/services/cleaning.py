@@ -12,7 +12,14 @@ from urllib.parse import unquote
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
-from common.errors import ApplicationError
+from common.validation import (
+    bounded_text,
+    field_error,
+    has_control_characters,
+    is_finite_number,
+    shown,
+    string_map,
+)
 from registry.models import ALIAS_NAME_PATTERN, MODEL_NAME_PATTERN, is_reserved_alias_name
 
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -27,30 +34,12 @@ MAX_REASON_LENGTH = 500
 MAX_COMMENT_LENGTH = 2_000
 
 
-def _shown(value: str, limit: int = 60) -> str:
-    """A user-supplied string, shortened for an error message."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
-
-
-def _field_error(field: str, message: str, *, status: int = 400) -> ApplicationError:
-    return ApplicationError(message, {field: [message]}, status=status)
-
-
-def _has_control_characters(value: str, *, allow_newlines: bool = False) -> bool:
-    allowed = "\n\r\t" if allow_newlines else ""
-    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Input rules shared by the API, the pages, the admin and the demo command.
-
-
 def clean_model_name(name: Any) -> str:
     """A model name exactly as stored, or an ApplicationError saying what to change."""
     if not isinstance(name, str) or not name:
-        raise _field_error("name", "A model needs a name.")
+        raise field_error("name", "A model needs a name.")
     if len(name) > 63:
-        raise _field_error(
+        raise field_error(
             "name", f"A model name has at most 63 characters; this one has {len(name):,}."
         )
     for char in name:
@@ -58,17 +47,17 @@ def clean_model_name(name: Any) -> str:
             code = f"U+{ord(char):04X} {unicodedata.name(char, 'UNKNOWN CHARACTER')}"
             lookalike = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
             hint = f" (it looks like {lookalike.lower()!r})" if lookalike else ""
-            raise _field_error(
+            raise field_error(
                 "name",
-                f"Model names use plain ASCII only: {_shown(name)} contains {char!r} "
+                f"Model names use plain ASCII only: {shown(name)} contains {char!r} "
                 f"({code}){hint}.",
             )
     if "%" in name:
-        raise _field_error("name", f"Model names cannot contain '%': send {_shown(name)} decoded.")
+        raise field_error("name", f"Model names cannot contain '%': send {shown(name)} decoded.")
     if name != name.lower():
-        raise _field_error("name", f"Model names are lowercase: use {name.lower()!r}.")
+        raise field_error("name", f"Model names are lowercase: use {name.lower()!r}.")
     if not re.fullmatch(MODEL_NAME_PATTERN, name):
-        raise _field_error(
+        raise field_error(
             "name",
             "Use 1-63 characters: lowercase letters, digits, '.', '_' or '-', starting with a "
             "letter or digit.",
@@ -78,50 +67,34 @@ def clean_model_name(name: Any) -> str:
 
 def clean_description(description: Any) -> str:
     """Free text of at most 10 000 characters; newlines allowed, other control characters not."""
-    if description is None:
-        return ""
-    if not isinstance(description, str):
-        raise _field_error("description", "The description must be text.")
-    if len(description) > MAX_DESCRIPTION_LENGTH:
-        raise _field_error(
-            "description", f"A description has at most {MAX_DESCRIPTION_LENGTH:,} characters."
-        )
-    if _has_control_characters(description, allow_newlines=True):
-        raise _field_error("description", "The description contains control characters.")
-    return description
+    return bounded_text(
+        description,
+        field="description",
+        max_length=MAX_DESCRIPTION_LENGTH,
+        allow_newlines=True,
+        not_text="The description must be text.",
+        too_long=f"A description has at most {MAX_DESCRIPTION_LENGTH:,} characters.",
+        control_characters="The description contains control characters.",
+    )
 
 
 def clean_tags(tags: Any) -> dict[str, str]:
     """Tags: at most 50 `key: value` string pairs with short, simple keys."""
-    if tags is None:
-        return {}
-    if not isinstance(tags, dict):
-        raise _field_error("tags", "Tags must be an object of string keys and string values.")
-    if len(tags) > MAX_TAGS:
-        raise _field_error("tags", f"A model has at most {MAX_TAGS} tags; got {len(tags):,}.")
-    cleaned = {}
-    for key, value in tags.items():
-        if (
-            not isinstance(key, str)
-            or not 1 <= len(key) <= MAX_TAG_KEY_LENGTH
-            or not re.fullmatch(TAG_KEY_PATTERN, key)
-        ):
-            raise _field_error(
-                "tags",
-                f"Tag key {_shown(str(key))}: use 1-{MAX_TAG_KEY_LENGTH} characters among "
-                "lowercase letters, digits, '_', '.', ':' and '-'.",
-            )
-        if not isinstance(value, str):
-            raise _field_error("tags", f"Tag {key!r}: the value must be a string.")
-        if len(value) > MAX_TAG_VALUE_LENGTH or _has_control_characters(value):
-            raise _field_error(
-                "tags",
-                f"Tag {key!r}: the value has at most "
-                f"{MAX_TAG_VALUE_LENGTH} characters and no control "
-                "characters.",
-            )
-        cleaned[key] = value
-    return cleaned
+    return string_map(
+        tags,
+        field="tags",
+        max_items=MAX_TAGS,
+        max_key_length=MAX_TAG_KEY_LENGTH,
+        max_value_length=MAX_TAG_VALUE_LENGTH,
+        key_pattern=TAG_KEY_PATTERN,
+        not_a_map="Tags must be an object of string keys and string values.",
+        too_many="A model has at most {max_items} tags; got {count:,}.",
+        bad_key="Tag key {shown}: use 1-{max_key_length} characters among "
+        "lowercase letters, digits, '_', '.', ':' and '-'.",
+        value_not_text="Tag {key!r}: the value must be a string.",
+        bad_value="Tag {key!r}: the value has at most {max_value_length} characters and no "
+        "control characters.",
+    )
 
 
 def parse_json_object(text: Any, *, field: str) -> dict:
@@ -132,9 +105,9 @@ def parse_json_object(text: Any, *, field: str) -> dict:
         try:
             text = json.loads(text)
         except ValueError as error:
-            raise _field_error(field, f"{field} is not valid JSON: {error}.") from None
+            raise field_error(field, f"{field} is not valid JSON: {error}.") from None
     if not isinstance(text, dict):
-        raise _field_error(field, f"{field} must be a JSON object.")
+        raise field_error(field, f"{field} must be a JSON object.")
     return text
 
 
@@ -143,12 +116,8 @@ def clean_metrics(metrics: Any) -> dict[str, float]:
     metrics = parse_json_object(metrics, field="metrics")
     _check_entries(metrics, "metrics")
     for key, value in metrics.items():
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise _field_error("metrics", f"Metric {_shown(key)} must be a finite number.")
+        if not is_finite_number(value):
+            raise field_error("metrics", f"Metric {shown(key)} must be a finite number.")
     return metrics
 
 
@@ -158,27 +127,27 @@ def clean_params(params: Any) -> dict[str, Any]:
     _check_entries(params, "params")
     for key, value in params.items():
         if value is not None and not isinstance(value, str | int | float | bool):
-            raise _field_error(
-                "params", f"Parameter {_shown(key)} must be a string, number, boolean or null."
+            raise field_error(
+                "params", f"Parameter {shown(key)} must be a string, number, boolean or null."
             )
         if isinstance(value, float) and not math.isfinite(value):
-            raise _field_error("params", f"Parameter {_shown(key)} must be finite.")
-        if isinstance(value, str) and _has_control_characters(value, allow_newlines=True):
-            raise _field_error("params", f"Parameter {_shown(key)} contains control characters.")
+            raise field_error("params", f"Parameter {shown(key)} must be finite.")
+        if isinstance(value, str) and has_control_characters(value, allow_newlines=True):
+            raise field_error("params", f"Parameter {shown(key)} contains control characters.")
         if isinstance(value, str) and len(value) > MAX_PARAM_TEXT_LENGTH:
-            raise _field_error(
+            raise field_error(
                 "params",
-                f"Parameter {_shown(key)} is longer than {MAX_PARAM_TEXT_LENGTH} characters.",
+                f"Parameter {shown(key)} is longer than {MAX_PARAM_TEXT_LENGTH} characters.",
             )
     return params
 
 
 def _check_entries(entries: dict, field: str) -> None:
     if len(entries) > MAX_ENTRIES:
-        raise _field_error(field, f"At most {MAX_ENTRIES} {field}; got {len(entries):,}.")
+        raise field_error(field, f"At most {MAX_ENTRIES} {field}; got {len(entries):,}.")
     for key in entries:
-        if not key or len(key) > MAX_ENTRY_KEY_LENGTH or _has_control_characters(key):
-            raise _field_error(
+        if not key or len(key) > MAX_ENTRY_KEY_LENGTH or has_control_characters(key):
+            raise field_error(
                 field,
                 f"{field} names have 1-{MAX_ENTRY_KEY_LENGTH} characters "
                 "and no control characters.",
@@ -190,12 +159,12 @@ def clean_source(source: Any) -> str:
     if not source:
         return ""
     if not isinstance(source, str) or len(source) > 2_000:
-        raise _field_error("source", "The source is an http(s) URL of at most 2 000 characters.")
+        raise field_error("source", "The source is an http(s) URL of at most 2 000 characters.")
     try:
         URLValidator(schemes=["http", "https"])(source)
     except ValidationError:
-        raise _field_error(
-            "source", f"The source must be an http(s) URL; got {_shown(source)}."
+        raise field_error(
+            "source", f"The source must be an http(s) URL; got {shown(source)}."
         ) from None
     return source
 
@@ -204,17 +173,14 @@ def clean_reference_text(value: Any, *, field: str, max_length: int) -> str:
     """Free-text lineage (git commit, data reference): bounded, printable, no path tricks."""
     if not value:
         return ""
-    if not isinstance(value, str) or len(value) > max_length:
-        raise _field_error(field, f"{field} has at most {max_length:,} characters.")
-    if _has_control_characters(value) or "\x00" in value:
-        raise _field_error(field, f"{field} must not contain control characters.")
+    bounded_text(value, field=field, max_length=max_length)
     # Look through percent-encoding (also double) and Unicode look-alikes (fullwidth dots).
     decoded = value
     for _ in range(3):
         decoded = unquote(decoded)
     normalized = unicodedata.normalize("NFKC", decoded)
     if re.search(r"(^|[\\/])\.\.([\\/]|$)", normalized):
-        raise _field_error(field, f"{field} must not step out of a folder with '..'.")
+        raise field_error(field, f"{field} must not step out of a folder with '..'.")
     return value
 
 
@@ -226,13 +192,13 @@ def clean_alias_name(name: Any) -> str:
         or len(name) > 32
         or not re.fullmatch(ALIAS_NAME_PATTERN, name)
     ):
-        raise _field_error(
+        raise field_error(
             "alias",
             "Alias names have 1-32 characters: lowercase letters, digits, '_' or '-', starting "
             "with a letter.",
         )
     if is_reserved_alias_name(name):
-        raise _field_error(
+        raise field_error(
             "alias",
             f"'{name}' is reserved: 'latest' and 'v<number>' always mean the newest ready "
             "version and version <number>.",
@@ -241,10 +207,4 @@ def clean_alias_name(name: Any) -> str:
 
 
 def _clean_text(value: Any, *, field: str, max_length: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > max_length:
-        raise _field_error(field, f"{field} has at most {max_length:,} characters.")
-    if _has_control_characters(value, allow_newlines=True):
-        raise _field_error(field, f"{field} must not contain control characters.")
-    return value.strip()
+    return bounded_text(value, field=field, max_length=max_length, allow_newlines=True).strip()

@@ -9,8 +9,9 @@ from accounts.actor import Actor
 from accounts.models import Role, Team
 from accounts.permissions import require_role
 from accounts.services import audit_record
+from common.validation import field_error
 from registry.models import RegisteredModel
-from registry.services.cleaning import _field_error, clean_description, clean_model_name, clean_tags
+from registry.services.cleaning import clean_description, clean_model_name, clean_tags
 
 
 @transaction.atomic
@@ -36,7 +37,7 @@ def model_create(
     except IntegrityError:
         taken = True
     if taken:
-        raise _field_error(
+        raise field_error(
             "name", f"A model named {name!r} already exists (names are global).", status=409
         )
     audit_record(

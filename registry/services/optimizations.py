@@ -14,6 +14,7 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
+from common.validation import field_error
 from registry.models import (
     JOB_ACTIVE,
     ArtifactKind,
@@ -24,7 +25,6 @@ from registry.models import (
     VersionStatus,
 )
 from registry.services.batch_jobs import _enqueue
-from registry.services.cleaning import _field_error
 from registry.services.versions import _version_create, _without_nul
 from registry.uploads import HashedUpload
 
@@ -36,12 +36,12 @@ def version_optimize(
     """Queue the derivation of an optimized version from a ready one (scientist)."""
     require_role(actor, version.model.team_id, Role.SCIENTIST)
     if method not in OptimizationMethod.values:
-        raise _field_error(
+        raise field_error(
             "method", f"The method is one of: {', '.join(OptimizationMethod.values)}."
         )
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if locked.status != VersionStatus.READY:
-        raise _field_error(
+        raise field_error(
             "version",
             f"Only ready versions can be optimized; version {locked.number} is {locked.status}.",
             status=409,

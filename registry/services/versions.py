@@ -18,6 +18,7 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from common.redaction import without_server_paths
+from common.validation import field_error
 from events.services import event_record
 from registry import inspection, profiling
 from registry.models import (
@@ -31,7 +32,6 @@ from registry.models import (
 from registry.services.cleaning import (
     MAX_COMMENT_LENGTH,
     _clean_text,
-    _field_error,
     clean_metrics,
     clean_params,
     clean_reference_text,
@@ -103,12 +103,12 @@ def version_register(
         try:
             derived_from = int(derived_from)
         except (TypeError, ValueError):
-            raise _field_error("derived_from", "derived_from is a version number.") from None
+            raise field_error("derived_from", "derived_from is a version number.") from None
         if not 0 < derived_from < 2**31:
-            raise _field_error("derived_from", "derived_from is a version number.")
+            raise field_error("derived_from", "derived_from is a version number.")
         parent = ModelVersion.objects.filter(model=model, number=derived_from).first()
         if parent is None:
-            raise _field_error(
+            raise field_error(
                 "derived_from", f"Model {model.name!r} has no version {derived_from}."
             )
     upload = as_hashed_upload(file, limit=settings.MODELDECK_MAX_UPLOAD_BYTES)
@@ -333,11 +333,11 @@ def version_approve(
     """Record a reviewer's decision on a version (deployer or higher)."""
     require_role(actor, version.model.team_id, Role.DEPLOYER)
     if decision not in (Approval.APPROVED, Approval.REJECTED):
-        raise _field_error("decision", "The decision is 'approved' or 'rejected'.")
+        raise field_error("decision", "The decision is 'approved' or 'rejected'.")
     comment = _clean_text(comment, field="comment", max_length=MAX_COMMENT_LENGTH)
     locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if decision == Approval.APPROVED and locked.status != VersionStatus.READY:
-        raise _field_error(
+        raise field_error(
             "decision",
             f"Only ready versions can be approved; version {locked.number} is {locked.status}.",
             status=409,
@@ -345,7 +345,7 @@ def version_approve(
     if decision == Approval.REJECTED:
         protected = list(locked.aliases.filter(is_protected=True).values_list("name", flat=True))
         if protected:
-            raise _field_error(
+            raise field_error(
                 "decision",
                 f"Protected alias {protected[0]!r} points at this "
                 "version; move it before rejecting.",
