@@ -8,7 +8,6 @@ a guardrail is breached when the treatment is proven worse on it.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +26,6 @@ from monitoring.models import (
     Feedback,
     PredictionRecord,
 )
-
-logger = logging.getLogger(__name__)
 
 GUARDRAIL_METRICS = {ExperimentMetric.ERROR_RATE, ExperimentMetric.LATENCY}
 # Below this many outcomes per arm the variance estimate is too rough to judge on.

@@ -2,7 +2,8 @@
 and an endpoint's latest evaluations (the policy and its evaluation are in
 `monitoring.services.rollback_policies`)."""
 
-import logging
+from __future__ import annotations
+
 from datetime import datetime
 
 from django.db.models import Case, Count, IntegerField, Sum, When
@@ -19,8 +20,6 @@ from monitoring.models import (
     PolicyMetric,
     RollbackPolicy,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def measure(

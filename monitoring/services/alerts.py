@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
@@ -28,8 +27,6 @@ from monitoring.models import (
     DriftVerdict,
     MetricPoint,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def _check_rule_values(

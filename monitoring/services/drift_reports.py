@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -20,8 +19,6 @@ from monitoring.models import (
     MetricPoint,
 )
 from registry.models import ModelVersion
-
-logger = logging.getLogger(__name__)
 
 DRIFT_STATUSES = (EndpointStatus.LIVE, EndpointStatus.DEGRADED)
 

@@ -7,6 +7,8 @@ not keep a bad version serving. The reconciler's usual on-commit enqueue still h
 harmless when the broker is away.
 """
 
+from __future__ import annotations
+
 import logging
 import math
 from datetime import datetime, timedelta

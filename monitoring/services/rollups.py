@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -17,8 +16,6 @@ from monitoring.models import (
     MetricPoint,
     ScrapeState,
 )
-
-logger = logging.getLogger(__name__)
 
 ROLLUP_SUM_FIELDS = (*Contribution.COUNTERS, *Contribution.FLOATS)
 
