@@ -3,21 +3,13 @@
 from django.conf import settings
 from django.http import JsonResponse
 
-# No inline scripts anywhere: every script is a static file. Plotly writes style attributes into
-# its SVG, so styles allow 'unsafe-inline' (styles cannot run code).
-DEFAULT_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
-)
-
 
 class ContentSecurityPolicyMiddleware:
     """Adds a Content-Security-Policy header to every response that lacks one."""
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", DEFAULT_POLICY)
+        self.policy = settings.CONTENT_SECURITY_POLICY
 
     def __call__(self, request):
         response = self.get_response(request)

@@ -6,7 +6,6 @@ from django import forms
 
 from common.errors import ApplicationError
 from monitoring.experiments import GUARDRAIL_METRICS
-from monitoring.guardrails import MAX_CRITERIA
 from monitoring.models import (
     AlertMetric,
     Comparator,
@@ -15,6 +14,7 @@ from monitoring.models import (
     PolicyMetric,
     PolicyScope,
 )
+from monitoring.services.rollback_policies import MAX_CRITERIA
 
 STICKY_CHOICES = [("header", "Request header"), ("cookie", "Cookie")]
 
@@ -40,7 +40,7 @@ class AlertRuleForm(forms.Form):
 
 # --- experiments and rollback policies ----------------------------------------------------------
 # These forms only turn browser fields into the arguments of the services the API calls
-# (`experiments.experiment_create`, `guardrails.rollback_policy_set`); the services judge them.
+# (`services.experiment_create`, `services.rollback_policy_set`); the services judge them.
 
 
 def _add_service_error(form: forms.Form, error: ApplicationError, fields: dict[str, str]) -> None:

@@ -44,22 +44,16 @@ def evaluate_alerts() -> None:
 @shared_task(ignore_result=True)
 def evaluate_rollback_policies() -> None:
     """Evaluate every enabled rollback policy; breaches roll back and converge inline."""
-    from monitoring import guardrails
-
-    guardrails.rollback_policies_evaluate_all()
+    services.rollback_policies_evaluate_all()
 
 
 @shared_task(ignore_result=True)
 def evaluate_experiments() -> None:
     """One sequential look at every running experiment."""
-    from monitoring import experiments
-
-    experiments.experiments_evaluate_all()
+    services.experiments_evaluate_all()
 
 
 @shared_task(ignore_result=True)
 def prune_prediction_log() -> None:
     """Delete prediction records and feedback past their retention."""
-    from monitoring import feedback
-
-    feedback.prediction_records_prune()
+    services.prediction_records_prune()

@@ -87,7 +87,7 @@ def experiment_create(request):
     form = ExperimentForm(request.POST, endpoints=names, versions=versions)
     if form.is_valid():
         try:
-            experiment = experiments.experiment_create(
+            experiment = services.experiment_create(
                 actor=actor, endpoint=endpoint, **form.service_arguments()
             )
         except ApplicationError as error:
@@ -147,10 +147,10 @@ def experiment_action(request, pk: int, action: str):
     experiment = experiments.experiment_for_actor(actor=actor, pk=pk)
     try:
         if action == "start":
-            experiments.experiment_start(actor=actor, experiment=experiment)
+            services.experiment_start(actor=actor, experiment=experiment)
             messages.success(request, "Experiment started; the endpoint's traffic is split.")
         else:
-            experiments.experiment_stop(actor=actor, experiment=experiment)
+            services.experiment_stop(actor=actor, experiment=experiment)
             messages.success(request, "Experiment stopped; the traffic split stays as it is.")
     except ApplicationError as error:
         messages.error(request, error.message)
@@ -191,9 +191,7 @@ def rollback_policy_set(request, name: str):
     form = RollbackPolicyForm(request.POST)
     if form.is_valid():
         try:
-            guardrails.rollback_policy_set(
-                actor=actor, endpoint=endpoint, **form.service_arguments()
-            )
+            services.rollback_policy_set(actor=actor, endpoint=endpoint, **form.service_arguments())
         except ApplicationError as error:
             form.add_service_error(error)
         else:

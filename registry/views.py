@@ -447,9 +447,7 @@ def batch_job_create(request):
     check reads the body (see `version_upload`)."""
     if request.method == "POST":
         request.upload_handlers = [
-            CappedHashingUploadHandler(
-                request, max_bytes=getattr(settings, "BATCH_MAX_INPUT_BYTES", 1024**3)
-            )
+            CappedHashingUploadHandler(request, max_bytes=settings.BATCH_MAX_INPUT_BYTES)
         ]
     try:
         return _batch_job_create(request)

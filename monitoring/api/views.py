@@ -15,7 +15,7 @@ from common.api import Pagination
 from common.errors import ApplicationError
 from common.schema import PAGE_PARAMETERS, paginated
 from deployments.models import Endpoint
-from monitoring import experiments, feedback, guardrails, selectors
+from monitoring import experiments, feedback, guardrails, selectors, services
 from monitoring.api import serializers as api
 from monitoring.models import RollbackPolicy
 
@@ -78,7 +78,7 @@ def prediction_ingest(request, name: str):
     if not isinstance(data, dict):
         raise ApplicationError("Send {records: [...]}.", {"records": "required"})
     return Response(
-        feedback.prediction_records_ingest(endpoint=endpoint, records=data.get("records"))
+        services.prediction_records_ingest(endpoint=endpoint, records=data.get("records"))
     )
 
 
@@ -96,7 +96,7 @@ def endpoint_feedback(request, name: str):
     endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
     if request.method == "GET":
         return Response({"versions": feedback.feedback_summary(endpoint=endpoint)})
-    return Response(feedback.feedback_record(actor=actor, endpoint=endpoint, items=request.data))
+    return Response(services.feedback_record(actor=actor, endpoint=endpoint, items=request.data))
 
 
 @extend_schema(responses=api.ShadowComparisonSerializer)
@@ -117,7 +117,7 @@ def endpoint_prediction_log(request, name: str):
     endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
     if request.method == "PUT":
         data = request.data if isinstance(request.data, dict) else {}
-        feedback.prediction_log_configure(
+        services.prediction_log_configure(
             actor=actor,
             endpoint=endpoint,
             input_sample_percent=data.get("input_sample_percent"),
@@ -175,7 +175,7 @@ def endpoint_rollback_policy(request, name: str):
     actor = Actor.from_request(request)
     endpoint = selectors.endpoint_for_actor(actor=actor, name=name)
     if request.method == "DELETE":
-        guardrails.rollback_policy_delete(actor=actor, endpoint=endpoint)
+        services.rollback_policy_delete(actor=actor, endpoint=endpoint)
         return Response(status=204)
     if request.method == "PUT":
         data = request.data
@@ -183,7 +183,7 @@ def endpoint_rollback_policy(request, name: str):
             raise ApplicationError(
                 f"Send an object with {', '.join(sorted(POLICY_FIELDS))}.", {"policy": "object"}
             )
-        policy = guardrails.rollback_policy_set(actor=actor, endpoint=endpoint, **data)
+        policy = services.rollback_policy_set(actor=actor, endpoint=endpoint, **data)
         return Response(policy_document(policy))
     policy = RollbackPolicy.objects.filter(endpoint=endpoint).first()
     if policy is None:
@@ -282,7 +282,7 @@ def experiment_list(request):
     for required in ("name", "control", "treatment", "metric", "minimum_effect"):
         if required not in fields:
             raise ApplicationError(f"{required} is required.", {required: "required"})
-    experiment = experiments.experiment_create(actor=actor, endpoint=endpoint, **fields)
+    experiment = services.experiment_create(actor=actor, endpoint=endpoint, **fields)
     return Response(experiment_document(experiment), status=201)
 
 
@@ -301,7 +301,7 @@ def experiment_action(request, pk: int, action: str):
     actor = Actor.from_request(request)
     experiment = experiments.experiment_for_actor(actor=actor, pk=pk)
     if action == "start":
-        experiment = experiments.experiment_start(actor=actor, experiment=experiment)
+        experiment = services.experiment_start(actor=actor, experiment=experiment)
     else:
-        experiment = experiments.experiment_stop(actor=actor, experiment=experiment)
+        experiment = services.experiment_stop(actor=actor, experiment=experiment)
     return Response(experiment_document(experiment))

@@ -376,9 +376,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         # Every uploaded byte goes through the capped, hashing handler (see the versions).
         if request.method == "POST":
             request.upload_handlers = [
-                CappedHashingUploadHandler(
-                    request, max_bytes=getattr(settings, "BATCH_MAX_INPUT_BYTES", 1024**3)
-                )
+                CappedHashingUploadHandler(request, max_bytes=settings.BATCH_MAX_INPUT_BYTES)
             ]
         return super().initialize_request(request, *args, **kwargs)
 

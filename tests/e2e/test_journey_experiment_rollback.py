@@ -27,6 +27,7 @@ from accounts.models import Team
 from deployments import services as deployments
 from deployments.models import Target
 from monitoring import experiments
+from monitoring import services as monitoring_services
 from registry import services as registry, tasks
 from registry.uploads import HashedUpload
 
@@ -41,11 +42,11 @@ for name in ("a.onnx", "b.onnx"):
 endpoint = deployments.endpoint_create(
     actor=actor, name={endpoint!r}, target=Target.objects.get(name="e2e-local"), version="iris-ab:1"
 )
-experiment = experiments.experiment_create(
+experiment = monitoring_services.experiment_create(
     actor=actor, endpoint=endpoint, name="ranker-ab", control="iris-ab:1",
     treatment="iris-ab:2", metric="accuracy", minimum_effect=0.05,
 )
-experiments.experiment_start(actor=actor, experiment=experiment)
+monitoring_services.experiment_start(actor=actor, experiment=experiment)
 print("EXPERIMENT", experiment.pk)
 """
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from deployments import reconciler
 from deployments import services as deployment_services
 from deployments import tasks as deployment_tasks
-from monitoring import guardrails
+from monitoring import services
 from monitoring.models import EvaluationAction, MetricPoint, PolicyEvaluation
 from tests.faults.processes import broker_of_this_process, database_url, free_port
 from tests.monitoring.test_guardrails_local import POLICY, flaky_version, routed_versions, send
@@ -66,7 +66,7 @@ def test_guard_rolls_back_a_failing_canary_with_the_broker_down_and_no_worker(
     )
     # The on-commit enqueues of this test went nowhere; converge by hand as a worker would have.
     assert deployment_tasks.reconcile_endpoint(endpoint.pk) == "converged"
-    guardrails.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
+    services.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
     canary = deployment_services.endpoint_deploy(
         actor=actor,
         endpoint=endpoint,

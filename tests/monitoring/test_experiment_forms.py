@@ -5,7 +5,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import AuditEvent, Role
-from monitoring import experiments, guardrails
+from monitoring import services
 from monitoring.api.views import experiment_document, policy_document
 from monitoring.models import Experiment, ExperimentStatus, RollbackPolicy
 from tests.factories import MembershipFactory
@@ -239,7 +239,7 @@ def test_the_endpoint_page_links_to_a_form_started_from_its_split(endpoint, team
 
 
 def test_the_detail_page_asks_before_stopping(endpoint, deployer, viewer, make_actor):
-    experiment = experiments.experiment_create(
+    experiment = services.experiment_create(
         actor=make_actor(deployer),
         endpoint=endpoint,
         name="ranker",
@@ -250,7 +250,7 @@ def test_the_detail_page_asks_before_stopping(endpoint, deployer, viewer, make_a
     )
     draft = login(deployer).get(f"/experiments/{experiment.pk}/").content.decode()
     assert "Start: split the traffic" in draft and "Discard the draft" in draft
-    experiments.experiment_start(actor=make_actor(deployer), experiment=experiment)
+    services.experiment_start(actor=make_actor(deployer), experiment=experiment)
     running = login(deployer).get(f"/experiments/{experiment.pk}/").content.decode()
     assert 'data-confirm="Stop ranker? Measuring ends' in running
     assert (
@@ -303,7 +303,7 @@ def test_a_policy_made_with_the_form_equals_the_one_the_api_makes(endpoint, team
 
 
 def test_the_policy_form_edits_the_existing_policy(endpoint, deployer, make_actor):
-    guardrails.rollback_policy_set(
+    services.rollback_policy_set(
         actor=make_actor(deployer),
         endpoint=endpoint,
         criteria=POLICY_JSON["criteria"],
@@ -356,7 +356,7 @@ def test_the_policy_form_edits_the_existing_policy(endpoint, deployer, make_acto
 def test_bad_policy_input_shows_the_reason_and_changes_nothing(
     endpoint, deployer, make_actor, change, message
 ):
-    guardrails.rollback_policy_set(
+    services.rollback_policy_set(
         actor=make_actor(deployer),
         endpoint=endpoint,
         criteria=[{"metric": "accuracy", "threshold": 0.8}],

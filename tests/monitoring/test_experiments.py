@@ -8,7 +8,7 @@ import pytest
 
 from accounts.models import AuditEvent
 from common.errors import ApplicationError
-from monitoring import experiments, sequential
+from monitoring import experiments, sequential, services
 from monitoring.models import Experiment, ExperimentSnapshot, Feedback, PredictionRecord
 from tests.monitoring.conftest import make_endpoint, make_version
 
@@ -30,7 +30,7 @@ def create(endpoint, actor, **fields):
         "metric": "accuracy",
         "minimum_effect": 0.05,
     }
-    return experiments.experiment_create(actor=actor, endpoint=endpoint, **{**defaults, **fields})
+    return services.experiment_create(actor=actor, endpoint=endpoint, **{**defaults, **fields})
 
 
 def outcomes(endpoint, version, correct: np.ndarray, prefix: str):
@@ -82,7 +82,7 @@ def test_planned_sample_size_is_where_the_sequential_test_has_the_planned_power(
 def test_start_splits_traffic_with_the_sticky_key(setup):
     endpoint, _, _, actor = setup
     experiment = create(endpoint, actor, treatment_percent=30, sticky={"header": "X-User"})
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     endpoint.refresh_from_db()
     release = endpoint.desired_release
     assert [(v["version"], v["weight"], v["role"]) for v in release.variants] == [
@@ -93,19 +93,19 @@ def test_start_splits_traffic_with_the_sticky_key(setup):
     experiment.refresh_from_db()
     assert experiment.status == "running"
     with pytest.raises(ApplicationError):
-        experiments.experiment_start(actor=actor, experiment=experiment)
+        services.experiment_start(actor=actor, experiment=experiment)
 
 
 def test_verdict_from_logged_outcomes_equals_the_sequential_test(setup):
     endpoint, control, treatment, actor = setup
     experiment = create(endpoint, actor, auto_promote=True)
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     generator = np.random.default_rng(3)
     control_outcomes = generator.random(1500) < 0.70
     treatment_outcomes = generator.random(1500) < 0.80
     outcomes(endpoint, control, control_outcomes, "c")
     outcomes(endpoint, treatment, treatment_outcomes, "t")
-    experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
+    experiment = services.experiment_evaluate(experiment_id=experiment.pk)
     expected = sequential.evaluate(
         sequential.ArmSummary.from_values(control_outcomes.astype(float)),
         sequential.ArmSummary.from_values(treatment_outcomes.astype(float)),
@@ -130,13 +130,13 @@ def test_an_aa_experiment_stays_inconclusive_with_the_estimate_inside_each_new_i
     endpoint, control, _, actor = setup
     other = make_version(endpoint.team, "iris", 3)
     experiment = create(endpoint, actor, treatment="iris:3")
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     generator = np.random.default_rng(11)
     widths, uppers = [], []
     for batch in range(4):
         outcomes(endpoint, control, generator.random(300) < 0.5, f"c{batch}-")
         outcomes(endpoint, other, generator.random(300) < 0.5, f"t{batch}-")
-        experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
+        experiment = services.experiment_evaluate(experiment_id=experiment.pk)
         widths.append(experiment.upper - experiment.lower)
         uppers.append(experiment.upper)
         assert experiment.lower < experiment.result["difference"] < experiment.upper
@@ -158,7 +158,7 @@ def test_a_guardrail_breach_concludes_worse_and_stops_the_loser(setup):
         guardrails=[{"metric": "error_rate", "minimum_effect": 0.02}],
         auto_stop_loser=True,
     )
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     from datetime import UTC, datetime
 
     moment = datetime.now(tz=UTC)
@@ -178,7 +178,7 @@ def test_a_guardrail_breach_concludes_worse_and_stops_the_loser(setup):
                 )
             )
     PredictionRecord.objects.bulk_create(rows)
-    experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
+    experiment = services.experiment_evaluate(experiment_id=experiment.pk)
     assert experiment.verdict == "worse"
     assert experiment.result["guardrails"][0]["status"] == "breached"
     assert experiment.result["action"] == "treatment_stopped"
@@ -245,13 +245,13 @@ def test_api_and_page_agree_on_estimate_interval_p_value_progress_and_verdict(
 
     endpoint, control, treatment, actor = setup
     experiment = create(endpoint, actor)
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     generator = np.random.default_rng(21)
     documents = []
     for batch, rate in enumerate((0.5, 0.5, 0.62)):
         outcomes(endpoint, control, generator.random(1200) < 0.5, f"c{batch}-")
         outcomes(endpoint, treatment, generator.random(1200) < rate, f"t{batch}-")
-        experiments.experiment_evaluate(experiment_id=experiment.pk)
+        services.experiment_evaluate(experiment_id=experiment.pk)
         document = deployer_api.get(f"/api/v1/experiments/{experiment.pk}/").json()
         documents.append(document)
         lower, upper = document["confidence_interval"]

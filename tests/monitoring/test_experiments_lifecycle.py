@@ -14,7 +14,7 @@ from accounts.models import AuditEvent
 from deployments import services as deployment_services
 from deployments.models import DeploymentEvent
 from events.models import Webhook, WebhookDelivery
-from monitoring import experiments
+from monitoring import experiments, services
 from monitoring.models import Experiment
 from tests.monitoring.conftest import make_endpoint, make_version
 from tests.monitoring.test_experiments import outcomes
@@ -29,7 +29,7 @@ def running(team, deployer, make_actor):
     make_version(team, "iris", 3)
     endpoint = make_endpoint(team, "abtest", [(control, 100, "primary")])
     actor = make_actor(deployer)
-    experiment = experiments.experiment_create(
+    experiment = services.experiment_create(
         actor=actor,
         endpoint=endpoint,
         name="ranker",
@@ -38,7 +38,7 @@ def running(team, deployer, make_actor):
         metric="accuracy",
         minimum_effect=0.05,
     )
-    experiments.experiment_start(actor=actor, experiment=experiment)
+    services.experiment_start(actor=actor, experiment=experiment)
     endpoint.refresh_from_db()
     Webhook.objects.create(
         team=team, name="ci", url="https://hooks.example.com/x", events=["experiment.ended"]
@@ -148,13 +148,13 @@ def test_outcomes_after_the_end_are_not_counted(running):
     generator = np.random.default_rng(5)
     outcomes(endpoint, control, generator.random(150) < 0.5, "c")
     outcomes(endpoint, treatment, generator.random(150) < 0.5, "t")
-    experiment = experiments.experiment_evaluate(experiment_id=experiment.pk)
+    experiment = services.experiment_evaluate(experiment_id=experiment.pk)
     before = experiment.result
     deployment_services.endpoint_rollback(actor=actor, endpoint=endpoint, release_number=1)
     # The treatment keeps receiving (stale) feedback after it stopped serving.
     outcomes(endpoint, treatment, np.zeros(2000, dtype=bool), "late")
-    assert experiments.experiments_evaluate_all() == 0
-    assert experiments.experiment_evaluate(experiment_id=experiment.pk) is None
+    assert services.experiments_evaluate_all() == 0
+    assert services.experiment_evaluate(experiment_id=experiment.pk) is None
     experiment.refresh_from_db()
     assert experiment.result == before
     assert (experiment.status, experiment.verdict) == ("stopped", "inconclusive")
@@ -194,14 +194,14 @@ def test_the_endpoint_page_warns_that_its_actions_end_the_experiment(running, de
     text = client.get(f"/endpoints/{endpoint.name}/").content.decode()
     assert 'data-running-experiment="A/B experiment ranker is running on abtest' in text
     assert "js/experiment-confirm.js" in text
-    experiments.experiment_stop(actor=actor, experiment=experiment)
+    services.experiment_stop(actor=actor, experiment=experiment)
     text = client.get(f"/endpoints/{endpoint.name}/").content.decode()
     assert "data-running-experiment" not in text
 
 
 def test_a_manual_stop_records_who_stopped_it(running):
     _, experiment, actor, _, _ = running
-    experiments.experiment_stop(actor=actor, experiment=Experiment.objects.get(pk=experiment.pk))
+    services.experiment_stop(actor=actor, experiment=Experiment.objects.get(pk=experiment.pk))
     experiment.refresh_from_db()
     assert experiment.ended_reason == f"stopped by {actor.label}"
     assert WebhookDelivery.objects.get(event="experiment.ended").payload["ended_reason"] == (
@@ -232,7 +232,7 @@ def test_a_rollback_during_a_concluding_look_neither_deadlocks_nor_ends_the_verd
             proceed.wait(10)
         return real(**kwargs)
 
-    monkeypatch.setattr(experiments, "arm_summary", paused)
+    monkeypatch.setattr("monitoring.services.experiments.arm_summary", paused)
     results: dict = {}
 
     def run(name, work):
@@ -245,7 +245,7 @@ def test_a_rollback_during_a_concluding_look_neither_deadlocks_nor_ends_the_verd
 
     look = threading.Thread(
         target=run,
-        args=("look", lambda: experiments.experiment_evaluate(experiment_id=experiment.pk)),
+        args=("look", lambda: services.experiment_evaluate(experiment_id=experiment.pk)),
     )
     look.start()
     assert looking.wait(10)

@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from monitoring import experiments, guardrails
+from monitoring import services
 from tests.monitoring.conftest import make_endpoint, make_version
 
 pytestmark = pytest.mark.django_db
@@ -15,12 +15,12 @@ def experiment(team, deployer, make_actor):
     make_version(team, "iris", 2)
     endpoint = make_endpoint(team, "paged", [(control, 100, "primary")])
     actor = make_actor(deployer)
-    guardrails.rollback_policy_set(
+    services.rollback_policy_set(
         actor=actor,
         endpoint=endpoint,
         criteria=[{"metric": "error_rate", "threshold": 0.05}],
     )
-    return experiments.experiment_create(
+    return services.experiment_create(
         actor=actor,
         endpoint=endpoint,
         name="ranker",

@@ -8,7 +8,7 @@ from django.db import connection, connections
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent
-from monitoring import feedback
+from monitoring import feedback, services
 from monitoring.models import Feedback, PredictionRecord
 from tests.monitoring.conftest import make_endpoint, make_version
 
@@ -191,7 +191,7 @@ def test_prune_deletes_only_old_records(endpoint, settings):
         received_at=timezone.now() - timedelta(days=31)
     )
     settings.PREDICTION_LOG_RETENTION_DAYS = 30
-    assert feedback.prediction_records_prune()["records"] == 1
+    assert services.prediction_records_prune()["records"] == 1
     assert list(PredictionRecord.objects.values_list("request_id", flat=True)) == ["new"]
 
 
@@ -210,7 +210,7 @@ def test_concurrent_feedback_batches_store_each_request_exactly_once(team, scien
         try:
             barrier.wait()
             items = [{"request_id": f"q{i}", "label": "1"} for i in range(offset, offset + 120)]
-            results.append(feedback.feedback_record(actor=actor, endpoint=endpoint, items=items))
+            results.append(services.feedback_record(actor=actor, endpoint=endpoint, items=items))
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
         finally:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from deployments.models import Release
 from deployments.targets.base import Observation
-from monitoring import guardrails, scraper
+from monitoring import scraper, services
 from monitoring.management.commands import guard
 from monitoring.models import Component, EvaluationAction, MetricPoint, ScrapeState
 from tests.monitoring import test_guardrails as guardrail_tests
@@ -112,8 +112,7 @@ def test_a_second_evaluation_finds_the_rollback_written_and_does_not_roll_back_a
     seed(endpoint, first, 400, 0)
     seed(endpoint, second, 100, 20)
     looks = [
-        guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
-        for _ in range(2)
+        services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False) for _ in range(2)
     ]
     assert looks[0].action == EvaluationAction.ROLLED_BACK
     # The rollback release has not gone live yet: nothing to judge, nothing to roll back.
@@ -184,7 +183,7 @@ def test_two_evaluations_at_once_roll_back_once(canary, deployer, make_actor):
     seed(endpoint, second, 100, 20)
     results = run_together(
         2,
-        lambda _index: guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False),
+        lambda _index: services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False),
     )
     assert not any(isinstance(result, Exception) for result in results), results
     actions = sorted(result.action if result else "skipped" for result in results)

@@ -11,7 +11,7 @@ from accounts.models import AuditEvent
 from common.errors import ApplicationError
 from deployments import services as deployment_services
 from deployments.models import EndpointStatus, Release
-from monitoring import guardrails
+from monitoring import services
 from monitoring.models import EvaluationAction, EvaluationOutcome, PolicyEvaluation, RollbackPolicy
 from tests.monitoring.conftest import make_endpoint, make_version, seed_point
 
@@ -47,7 +47,7 @@ def canary(team, deployer, make_actor):
 
 
 def set_policy(endpoint, actor, **fields):
-    return guardrails.rollback_policy_set(
+    return services.rollback_policy_set(
         actor=actor, endpoint=endpoint, **{"criteria": [ERRORS], **fields}
     )
 
@@ -64,7 +64,7 @@ def test_a_failing_canary_is_rolled_back_and_the_release_names_the_evaluation(
     set_policy(endpoint, make_actor(deployer))
     seed(endpoint, first, 400, 0)
     seed(endpoint, second, 100, 20)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.outcome == EvaluationOutcome.FAILED
     assert evaluation.action == EvaluationAction.ROLLED_BACK
     assert evaluation.version_id == second.pk
@@ -93,7 +93,7 @@ def test_a_passing_canary_advances_only_after_an_evaluation_passed(canary, deplo
     # Baked, but not yet evaluated: the step holds.
     assert deployment_services.endpoint_advance_rollout(endpoint_id=endpoint.pk) is None
     seed(endpoint, second, 100, 1)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.outcome == EvaluationOutcome.PASSED
     advanced = deployment_services.endpoint_advance_rollout(endpoint_id=endpoint.pk)
     assert advanced is not None and advanced.reason == "rollout_step"
@@ -107,7 +107,7 @@ def test_inconclusive_after_the_bake_pauses_and_holds_the_rollout(canary, deploy
         live_at=timezone.now() - timedelta(seconds=601)
     )
     seed(endpoint, second, 10, 0)  # below the 50 samples needed
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert (evaluation.outcome, evaluation.action) == ("inconclusive", "paused")
     assert deployment_services.endpoint_advance_rollout(endpoint_id=endpoint.pk) is None
     endpoint.refresh_from_db()
@@ -120,7 +120,7 @@ def test_inconclusive_can_roll_back_instead(canary, deployer, make_actor):
     Release.objects.filter(pk=endpoint.desired_release_id).update(
         live_at=timezone.now() - timedelta(seconds=601)
     )
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.action == EvaluationAction.ROLLED_BACK
 
 
@@ -128,7 +128,7 @@ def test_dry_run_records_what_it_would_do_and_changes_nothing(canary, deployer, 
     endpoint, _first, second = canary
     set_policy(endpoint, make_actor(deployer), dry_run=True)
     seed(endpoint, second, 100, 30)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.action == EvaluationAction.WOULD_ROLL_BACK
     assert "would roll back to release 1" in evaluation.message
     endpoint.refresh_from_db()
@@ -139,9 +139,9 @@ def test_failure_limit_needs_consecutive_failures(canary, deployer, make_actor):
     endpoint, _first, second = canary
     set_policy(endpoint, make_actor(deployer), failure_limit=2)
     seed(endpoint, second, 100, 30)
-    first_look = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    first_look = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert (first_look.outcome, first_look.action) == ("failed", "none")
-    second_look = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    second_look = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert second_look.action == EvaluationAction.ROLLED_BACK
     assert PolicyEvaluation.objects.filter(endpoint=endpoint).count() == 2
 
@@ -154,7 +154,7 @@ def test_relative_to_control_compares_with_the_primary_in_the_same_window(
     set_policy(endpoint, make_actor(deployer), criteria=[criterion])
     seed(endpoint, first, 400, 40)  # control at 10 %
     seed(endpoint, second, 100, 15)  # canary at 15 %: below 2 × 10 %
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.outcome == EvaluationOutcome.PASSED
     assert evaluation.results[0]["limit"] == pytest.approx(0.2)
 
@@ -166,7 +166,7 @@ def test_always_on_policy_rolls_back_a_promoted_version_that_degrades(canary, de
     live(endpoint, promoted, seconds_ago=60)
     set_policy(endpoint, actor, scope="always")
     seed(endpoint, second, 200, 50)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.action == EvaluationAction.ROLLED_BACK
     endpoint.refresh_from_db()
     assert endpoint.desired_release.restores.number == 1
@@ -179,14 +179,14 @@ def test_rollouts_only_policy_ignores_a_release_without_a_candidate(canary, depl
     live(endpoint, promoted)
     set_policy(endpoint, actor, scope="rollouts")
     seed(endpoint, second, 200, 50)
-    assert guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False) is None
+    assert services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False) is None
 
 
 def test_data_from_before_the_release_went_live_is_not_judged(canary, deployer, make_actor):
     endpoint, _first, second = canary
     set_policy(endpoint, make_actor(deployer))
     seed(endpoint, second, 100, 50, minutes_ago=4)  # older than the release (live 2 min ago)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.outcome == EvaluationOutcome.INCONCLUSIVE
 
 
@@ -258,7 +258,7 @@ def test_a_guardrail_rolls_back_a_forced_breaking_version_despite_the_signature_
     live(endpoint, promoted, seconds_ago=60)
     set_policy(endpoint, actor, scope="always")
     seed(endpoint, second, 200, 50)
-    evaluation = guardrails.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
+    evaluation = services.rollback_policy_evaluate(endpoint_id=endpoint.pk, converge=False)
     assert evaluation.action == EvaluationAction.ROLLED_BACK, evaluation.message
     endpoint.refresh_from_db()
     assert [v["version"] for v in endpoint.desired_release.variants] == ["iris:1"]

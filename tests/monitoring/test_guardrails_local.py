@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from deployments import services as deployment_services
 from deployments import tasks as deployment_tasks
 from deployments.targets.gateway import gateway_read_routes
-from monitoring import guardrails
+from monitoring import services
 from monitoring import tasks as monitoring_tasks
 from monitoring.models import EvaluationAction, PolicyEvaluation, PredictionRecord
 from registry.models import ModelVersion, RegisteredModel
@@ -99,7 +99,7 @@ def test_a_canary_failing_on_a_fifth_of_its_inputs_is_rolled_back_within_its_bak
     outcome = deployment_tasks.reconcile_endpoint(endpoint.pk)
     endpoint.refresh_from_db()
     assert outcome == "converged", endpoint.status_reason
-    guardrails.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
+    services.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
     canary = deployment_services.endpoint_deploy(
         actor=actor,
         endpoint=endpoint,
@@ -158,7 +158,7 @@ def test_a_version_that_degrades_after_promotion_is_rolled_back_by_the_always_on
     assert deployment_tasks.reconcile_endpoint(endpoint.pk) == "converged"
     deployment_services.endpoint_promote(actor=actor, endpoint=endpoint)
     assert deployment_tasks.reconcile_endpoint(endpoint.pk) == "converged"
-    guardrails.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
+    services.rollback_policy_set(actor=actor, endpoint=endpoint, **POLICY)
     endpoint.refresh_from_db()
     assert routed_versions(endpoint) == ["adder:4"]
 

@@ -520,22 +520,22 @@ MINIMUM_ROLE = {
     ("POST", "/api/v1/edge/rollouts/{rollout_id}/retry/"): Role.DEPLOYER,
     ("POST", "/api/v1/edge/heartbeat/"): MACHINE_ONLY,
     ("POST", "/api/v1/edge/enroll/"): CODE_ONLY,
-    # Batch jobs and optimization (registry/services.py): scientists.
+    # Batch jobs and optimization (registry/services/batch_jobs.py, optimizations.py): scientists.
     ("POST", f"{BATCH}/new/"): Role.SCIENTIST,
     ("POST", BATCH + "/{job_id}/cancel/"): Role.SCIENTIST,
     ("POST", "/models/{name}/versions/{number}/optimize/"): Role.SCIENTIST,
     ("POST", "/api/v1/batch-jobs/"): Role.SCIENTIST,
     ("POST", "/api/v1/batch-jobs/{pk}/cancel/"): Role.SCIENTIST,
     ("POST", "/api/v1/models/{model_name}/versions/{number}/optimize/"): Role.SCIENTIST,
-    # Experiments split live traffic: deployers (monitoring/experiments.py).
+    # Experiments split live traffic: deployers (monitoring/services/experiments.py).
     ("POST", "/experiments/{pk}/start/"): Role.DEPLOYER,
     ("POST", "/experiments/{pk}/stop/"): Role.DEPLOYER,
     ("POST", "/api/v1/experiments/"): Role.DEPLOYER,
     ("POST", "/api/v1/experiments/{pk}/start/"): Role.DEPLOYER,
     ("POST", "/api/v1/experiments/{pk}/stop/"): Role.DEPLOYER,
     # Rollback policies and the input log share: deployers; labels (feedback): scientists;
-    # prediction records come from the endpoint's gateway only (monitoring/guardrails.py,
-    # monitoring/feedback.py).
+    # prediction records come from the endpoint's gateway only
+    # (monitoring/services/rollback_policies.py, monitoring/services/feedback.py).
     ("PUT", "/api/v1/endpoints/{name}/rollback-policy/"): Role.DEPLOYER,
     ("DELETE", "/api/v1/endpoints/{name}/rollback-policy/"): Role.DEPLOYER,
     ("PUT", "/api/v1/endpoints/{name}/prediction-log/"): Role.DEPLOYER,

@@ -26,9 +26,6 @@ from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
 from events import services as events_services
 from events.models import EventKind
-from monitoring import experiments as experiment_services
-from monitoring import feedback as feedback_services
-from monitoring import guardrails as guardrail_services
 from monitoring import services as monitoring_services
 from registry import services as registry_services
 from registry.models import ArtifactKind, ModelVersion, RegisteredModel
@@ -232,7 +229,7 @@ def build_feature_world(actor, team, model, first, version, endpoint) -> dict:
         file=SimpleUploadedFile(xss("input_name").split("<script>")[0], BATCH_CSV, "text/csv"),
     )
     optimization = registry_services.version_optimize(actor=actor, version=first)
-    experiment = experiment_services.experiment_create(
+    experiment = monitoring_services.experiment_create(
         actor=actor,
         endpoint=endpoint,
         name=xss("experiment_name")[:100],
@@ -242,14 +239,14 @@ def build_feature_world(actor, team, model, first, version, endpoint) -> dict:
         metric="accuracy",
         minimum_effect=0.05,
     )
-    policy = guardrail_services.rollback_policy_set(
+    policy = monitoring_services.rollback_policy_set(
         actor=actor,
         endpoint=endpoint,
         criteria=[{"metric": "error_rate", "threshold": 0.2}],
         dry_run=True,
     )
     now = timezone.now().timestamp()
-    feedback_services.prediction_records_ingest(
+    monitoring_services.prediction_records_ingest(
         endpoint=endpoint,
         records=[
             {
@@ -266,12 +263,12 @@ def build_feature_world(actor, team, model, first, version, endpoint) -> dict:
         ],
     )
     # req-1 has its label; req-2 is left for a permitted caller to label.
-    feedback_services.feedback_record(
+    monitoring_services.feedback_record(
         actor=actor,
         endpoint=endpoint,
         items=[{"request_id": "req-1", "label": xss("feedback_label")[:100]}],
     )
-    feedback_services.prediction_log_configure(
+    monitoring_services.prediction_log_configure(
         actor=actor, endpoint=endpoint, input_sample_percent=5
     )
     return {

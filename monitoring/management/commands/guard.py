@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
-from monitoring import guardrails, scraper
+from monitoring import scraper, services
 from monitoring.models import EvaluationAction
 
 logger = logging.getLogger("monitoring.guard")
@@ -51,7 +51,7 @@ def guard_round() -> GuardRound:
         logger.exception("guard: scraping failed")
         result.errors.append(f"scrape: {error.__class__.__name__}: {error}")
     try:
-        evaluations = guardrails.rollback_policies_evaluate_all()
+        evaluations = services.rollback_policies_evaluate_all()
     except Exception as error:
         logger.exception("guard: evaluating rollback policies failed")
         result.errors.append(f"evaluate: {error.__class__.__name__}: {error}")

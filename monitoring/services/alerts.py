@@ -1,12 +1,10 @@
-"""Writes for monitoring: rollup upkeep, drift reports, alert rules and alerts."""
+"""Alert rules and the alerts they open and resolve."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Q
 from django.utils import timezone
 
 from accounts.actor import Actor
@@ -14,12 +12,10 @@ from accounts.models import Role
 from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
-from deployments.models import Endpoint, EndpointStatus
+from deployments.models import Endpoint
 from events.models import EventKind
 from events.services import event_record
-from monitoring import drift, histograms
-from monitoring.conf import setting
-from monitoring.exposition import Contribution
+from monitoring import histograms
 from monitoring.models import (
     Alert,
     AlertMetric,
@@ -29,217 +25,8 @@ from monitoring.models import (
     Component,
     DriftReport,
     DriftVerdict,
-    MetricHour,
     MetricPoint,
-    ScrapeState,
 )
-from registry.models import ModelVersion
-
-logger = logging.getLogger(__name__)
-
-ROLLUP_SUM_FIELDS = (*Contribution.COUNTERS, *Contribution.FLOATS)
-DRIFT_STATUSES = (EndpointStatus.LIVE, EndpointStatus.DEGRADED)
-
-
-# --- rollup upkeep ---------------------------------------------------------------------------
-
-
-def _sum_rows(rows) -> dict[tuple[int, int, str], dict]:
-    """Add minute rows up per (endpoint, version, component)."""
-    totals: dict[tuple[int, int, str], dict] = {}
-    for row in rows:
-        key = (row.endpoint_id, row.version_id, row.component)
-        total = totals.get(key)
-        if total is None:
-            total = totals[key] = dict.fromkeys(ROLLUP_SUM_FIELDS, 0)
-            total.update(latency={}, inference={}, prediction={}, features={}, variant="")
-        for name in ROLLUP_SUM_FIELDS:
-            total[name] += getattr(row, name)
-        for name in Contribution.HISTOGRAMS:
-            total[name] = histograms.merge(total[name], getattr(row, name))
-        total["features"] = histograms.merge_features(total["features"], row.features)
-        total["variant"] = row.variant or total["variant"]
-    return totals
-
-
-def metrics_rollup_hours(*, now: datetime | None = None) -> int:
-    """Recompute hourly rows from minute rows for every complete hour not yet rolled up.
-
-    The last rolled-up hour is recomputed too (a scrape may have committed late), so running it
-    twice, or after an outage, gives the same rows. Returns the number of hours written.
-    """
-    now = now or timezone.now()
-    current_hour = now.replace(minute=0, second=0, microsecond=0)
-    latest = MetricHour.objects.order_by("-hour").values_list("hour", flat=True).first()
-    if latest is not None:
-        start = min(latest, current_hour - timedelta(hours=1))
-    else:
-        oldest = MetricPoint.objects.aggregate(first=Min("minute"))["first"]
-        if oldest is None:
-            return 0
-        start = oldest.replace(minute=0, second=0, microsecond=0)
-    start = max(start, now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS")))
-    start = start.replace(minute=0, second=0, microsecond=0)
-    hours = 0
-    hour = start
-    while hour < current_hour:
-        following = hour + timedelta(hours=1)
-        rows = MetricPoint.objects.filter(minute__gte=hour, minute__lt=following).order_by("minute")
-        totals = _sum_rows(rows.iterator(chunk_size=2000))
-        with transaction.atomic():
-            MetricHour.objects.filter(hour=hour).delete()
-            MetricHour.objects.bulk_create(
-                MetricHour(
-                    endpoint_id=endpoint_id,
-                    version_id=version_id,
-                    component=component,
-                    hour=hour,
-                    **values,
-                )
-                for (endpoint_id, version_id, component), values in totals.items()
-            )
-        hours += 1
-        hour = following
-    return hours
-
-
-def metrics_prune(*, now: datetime | None = None) -> dict[str, int]:
-    """Drop rollups past their retention, and the scrape states of targets long gone."""
-    now = now or timezone.now()
-    minutes, _ = MetricPoint.objects.filter(
-        minute__lt=now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS"))
-    ).delete()
-    hours, _ = MetricHour.objects.filter(
-        hour__lt=now - timedelta(days=setting("METRICS_HOUR_RETENTION_DAYS"))
-    ).delete()
-    # A target unseen for the minute retention is gone (its server was replaced); forgetting it
-    # sooner could count a still-running process's totals twice if it answered again. States
-    # that never succeeded hold no counter values, so they can go at once.
-    forgotten = now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS"))
-    states, _ = ScrapeState.objects.filter(
-        Q(fetched_at__lt=forgotten) | Q(fetched_at__isnull=True)
-    ).delete()
-    return {"minutes": minutes, "hours": hours, "scrape_states": states}
-
-
-# --- drift -----------------------------------------------------------------------------------
-
-
-def _thresholds() -> drift.Thresholds:
-    return drift.Thresholds(
-        psi=float(setting("DRIFT_PSI_THRESHOLD")),
-        js_distance=float(setting("DRIFT_JS_THRESHOLD")),
-        dataset_share=float(setting("DRIFT_DATASET_SHARE")),
-        min_rows=int(setting("DRIFT_MIN_ROWS")),
-    )
-
-
-def live_histograms(
-    *, endpoint: Endpoint, version: ModelVersion, start: datetime, end: datetime
-) -> tuple[dict, dict]:
-    """The version servers' feature and prediction histograms summed over a window."""
-    features: dict = {}
-    prediction: dict = {}
-    rows = MetricPoint.objects.filter(
-        endpoint=endpoint,
-        version=version,
-        component=Component.SERVER,
-        minute__gte=start,
-        minute__lt=end,
-    ).values_list("features", "prediction")
-    for row_features, row_prediction in rows:
-        features = histograms.merge_features(features, row_features)
-        prediction = histograms.merge(prediction, row_prediction)
-    return features, prediction
-
-
-def drift_report_create(
-    *, endpoint: Endpoint, version: ModelVersion, now: datetime | None = None
-) -> DriftReport | None:
-    """Compare a serving version's live inputs over the drift window with its reference profile.
-
-    Returns None when the version has no usable profile. Emits `drift.detected` when the
-    verdict turns to drift.
-    """
-    profile = version.reference_profile
-    if not isinstance(profile, dict) or not profile.get("features"):
-        return None
-    now = now or timezone.now()
-    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    start = end - timedelta(minutes=int(setting("DRIFT_WINDOW_MINUTES")))
-    features, prediction = live_histograms(endpoint=endpoint, version=version, start=start, end=end)
-    thresholds = _thresholds()
-    result = drift.compare(profile, features, prediction or None, thresholds)
-    scores = {
-        entry["name"]: round(entry["score"] / entry["threshold"], 4) if entry["threshold"] else 0
-        for entry in result["features"]
-        if entry["enough_data"] and entry["score"] is not None
-    }
-    previous = (
-        DriftReport.objects.filter(endpoint=endpoint, version=version)
-        .order_by("-created_at", "-id")
-        .values_list("verdict", flat=True)
-        .first()
-    )
-    with transaction.atomic():
-        report = DriftReport.objects.create(
-            endpoint=endpoint,
-            version=version,
-            created_at=now,
-            window_start=start,
-            window_end=end,
-            rows=result["rows"],
-            features=result["features"],
-            prediction=result["prediction"],
-            scores=scores,
-            drifting_share=result["drifting_share"],
-            verdict=result["verdict"],
-            thresholds={
-                "psi": thresholds.psi,
-                "js_distance": thresholds.js_distance,
-                "dataset_share": thresholds.dataset_share,
-                "min_rows": thresholds.min_rows,
-                "skipped": result["skipped"],
-            },
-        )
-        if report.verdict == DriftVerdict.DRIFT and previous != DriftVerdict.DRIFT:
-            event_record(
-                team=endpoint.team,
-                kind=EventKind.DRIFT_DETECTED,
-                payload={
-                    "endpoint": endpoint.name,
-                    "version": version.reference,
-                    "drifting_share": report.drifting_share,
-                    "drifting_features": [e["name"] for e in report.features if e["drifting"]],
-                    "report_id": report.pk,
-                },
-            )
-    return report
-
-
-def serving_versions(endpoint: Endpoint) -> list[ModelVersion]:
-    """The versions the endpoint's desired release serves (shadows included)."""
-    release = endpoint.desired_release
-    if release is None or release.is_stop:
-        return []
-    ids = [int(v["version_id"]) for v in release.variants or [] if v.get("version_id")]
-    return list(ModelVersion.objects.filter(pk__in=ids).select_related("model"))
-
-
-def drift_compute_all(*, now: datetime | None = None) -> int:
-    """A drift report for every serving version with a profile on every live endpoint."""
-    count = 0
-    endpoints = Endpoint.objects.filter(status__in=DRIFT_STATUSES).select_related(
-        "team", "desired_release"
-    )
-    for endpoint in endpoints:
-        for version in serving_versions(endpoint):
-            if drift_report_create(endpoint=endpoint, version=version, now=now) is not None:
-                count += 1
-    return count
-
-
-# --- alert rules and alerts ------------------------------------------------------------------
 
 
 def _check_rule_values(
