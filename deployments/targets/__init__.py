@@ -15,7 +15,7 @@ DRIVERS = {
     "local": "deployments.targets.local:LocalDriver",
     "docker": "deployments.targets.docker:DockerDriver",
     "kubernetes": "deployments.targets.kubernetes:KubernetesDriver",
-    "edge": "deployments.targets.edge:EdgeDriver",
+    # "edge": registered by edge.apps.EdgeConfig.ready() (edge sits above deployments).
 }
 
 

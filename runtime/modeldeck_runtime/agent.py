@@ -97,7 +97,7 @@ def now_iso() -> str:
 
 
 def canonical(manifest: dict[str, Any]) -> bytes:
-    """The bytes a manifest signature covers (as deployments.edge.signing makes them)."""
+    """The bytes a manifest signature covers (as edge.signing makes them)."""
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -34,8 +34,8 @@ def signed(manifest: dict, key: bytes = KEY) -> dict:
 
 
 def test_canonical_bytes_match_the_server_side():
-    from deployments.edge.signing import canonical as server_canonical
-    from deployments.edge.signing import sign
+    from edge.signing import canonical as server_canonical
+    from edge.signing import sign
 
     manifest = {"device": "d", "sequence": 3, "version": "m:1", "signature": {"é": [1, 2]}}
     assert canonical(manifest) == server_canonical(manifest)
