@@ -18,6 +18,7 @@ COPY common common
 COPY accounts accounts
 COPY registry registry
 COPY deployments deployments
+COPY edge edge
 COPY monitoring monitoring
 RUN pip install ./runtime .
 

@@ -12,7 +12,7 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
 
 class DeviceTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "deployments.api.edge.DeviceTokenAuthentication"
+    target_class = "edge.api.views.DeviceTokenAuthentication"
     name = "deviceAuth"
 
     def get_security_definition(self, auto_schema):

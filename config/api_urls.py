@@ -8,6 +8,7 @@ urlpatterns = [
     path("v1/", include("accounts.api.urls")),
     path("v1/", include("registry.api.urls")),
     path("v1/", include("deployments.api.urls")),
+    path("v1/", include("edge.api.urls")),
     path("v1/", include("monitoring.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: signed out, it sends them to sign in instead of a bare 401.

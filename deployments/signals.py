@@ -19,5 +19,5 @@ release_written = Signal()
 
 # A device's heartbeat carried a metric summary for a fleet endpoint; sent inside the heartbeat's
 # transaction with kwargs `endpoint`, `version_id` and `summary` (already validated by
-# deployments.edge.services.check_heartbeat).
+# edge.services.check_heartbeat).
 edge_summary_received = Signal()

@@ -7,7 +7,6 @@ from celery import shared_task
 from django.utils import timezone
 
 from deployments import hooks, reconciler, selectors
-from deployments.edge.tasks import advance_edge_rollouts  # noqa: F401 (registers the task)
 from deployments.models import Target
 from deployments.services import endpoint_advance_rollout
 

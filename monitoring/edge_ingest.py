@@ -22,7 +22,7 @@ EDGE_VARIANT = "edge"
 
 @transaction.atomic
 def edge_summary_record(*, endpoint: Endpoint, version_id: int, summary: dict[str, Any]) -> bool:
-    """Add one validated summary (see deployments.edge.services.check_heartbeat) to its minute's
+    """Add one validated summary (see edge.services.check_heartbeat) to its minute's
     row; False when it held nothing."""
     contribution = exposition.Contribution(variant=EDGE_VARIANT)
     for name in (*contribution.COUNTERS, *contribution.FLOATS, *contribution.HISTOGRAMS):

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "events",
     "registry",
     "deployments",
+    "edge",
     "monitoring",
 ]
 
@@ -368,7 +369,8 @@ CELERY_BEAT_SCHEDULE = {
     # Drop delivered or failed webhook deliveries and their events past the retention.
     "prune-events": {"task": "events.tasks.prune_events", "schedule": 3600.0},
     # Fleet rollouts move on with device heartbeats; this starts waves whose rate limit or
-    # timeout ran out while no device reported (e.g. the whole wave is offline).
+    # timeout ran out while no device reported (e.g. the whole wave is offline). The task lives
+    # in edge/tasks.py and keeps its original name, so schedules and queued messages resolve.
     "advance-edge-rollouts": {
         "task": "deployments.edge.tasks.advance_edge_rollouts",
         "schedule": EDGE_ROLLOUT_INTERVAL_SECONDS,

@@ -15,7 +15,7 @@ DRIVERS = {
     "local": "deployments.targets.local.driver:LocalDriver",
     "docker": "deployments.targets.docker.driver:DockerDriver",
     "kubernetes": "deployments.targets.kubernetes.driver:KubernetesDriver",
-    "edge": "deployments.targets.edge:EdgeDriver",
+    # "edge": registered by edge.apps.EdgeConfig.ready() (edge sits above deployments).
 }
 
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from accounts.actor import client_ip
 from accounts.models import AuditEvent
 from accounts.services import token_create
-from deployments.api.edge import EnrollThrottle
+from edge.api.views import EnrollThrottle
 from tests.conftest import actor_for
 from tests.factories import MembershipFactory, UserFactory
 

@@ -9,16 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import AuditEvent
-from deployments.models import (
-    EdgeDevice,
-    EdgeRollout,
-    Endpoint,
-    EnrollmentCode,
-    LocalProcess,
-    Release,
-    RolloutStatus,
-    Target,
-)
+from deployments.models import Endpoint, LocalProcess, Release, Target
+from edge.models import EdgeDevice, EdgeRollout, EnrollmentCode, RolloutStatus
 from registry.models import Alias
 from tests.security.conftest import world  # noqa: F401  (one object of every kind)
 
@@ -74,7 +66,7 @@ READ_ONLY = [
     "deployments.Endpoint",
     "deployments.Release",
     "deployments.LocalProcess",
-    "deployments.EdgeRollout",
+    "edge.EdgeRollout",
     "registry.Alias",
     "accounts.AuditEvent",
 ]
@@ -122,7 +114,14 @@ def test_every_model_has_a_correct_plural():
     wrong = []
     for model in apps.get_models():
         meta = model._meta
-        if meta.app_label not in {"accounts", "registry", "deployments", "monitoring", "events"}:
+        if meta.app_label not in {
+            "accounts",
+            "registry",
+            "deployments",
+            "edge",
+            "monitoring",
+            "events",
+        }:
             continue
         singular = str(meta.verbose_name)
         expected = singular if singular in uncountable else _regular_plural(singular)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ["accounts", "common", "registry", "deployments", "monitoring"]
+PRODUCT = ["accounts", "common", "registry", "deployments", "edge", "monitoring"]
 
 
 def _calls(node: ast.AST):

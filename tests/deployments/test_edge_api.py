@@ -12,18 +12,10 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent
 from deployments import reconciler
-from deployments.edge import services as edge
-from deployments.models import (
-    EdgeDevice,
-    EdgeRollout,
-    Environment,
-    ReleaseReason,
-    RolloutDeviceState,
-    RolloutStatus,
-    Target,
-    TargetKind,
-)
+from deployments.models import Environment, ReleaseReason, Target, TargetKind
 from deployments.services import endpoint_create
+from edge import services as edge
+from edge.models import EdgeDevice, EdgeRollout, RolloutDeviceState, RolloutStatus
 from monitoring.models import MetricPoint
 from registry.models import RegisteredModel
 

@@ -33,19 +33,10 @@ from onnx import TensorProto, helper
 
 from accounts.actor import Actor
 from deployments import reconciler
-from deployments.edge import services as edge
-from deployments.models import (
-    DeviceHealth,
-    EdgeDevice,
-    EdgeRollout,
-    Environment,
-    ReleaseReason,
-    RolloutDeviceState,
-    RolloutStatus,
-    Target,
-    TargetKind,
-)
+from deployments.models import Environment, ReleaseReason, Target, TargetKind
 from deployments.services import endpoint_create
+from edge import services as edge
+from edge.models import DeviceHealth, EdgeDevice, EdgeRollout, RolloutDeviceState, RolloutStatus
 from monitoring.models import MetricPoint
 from registry.models import ModelVersion
 from tests.factories import ModelVersionFactory

@@ -45,7 +45,7 @@ def registered_tasks() -> set[str]:
 def state() -> dict:
     """Every row of our apps; timestamps out (a second run may touch `updated_at`)."""
     found = {}
-    for label in ("accounts", "events", "registry", "deployments", "monitoring"):
+    for label in ("accounts", "events", "registry", "deployments", "edge", "monitoring"):
         for model in apps.get_app_config(label).get_models():
             rows = [
                 {k: v for k, v in row.items() if not k.endswith("_at") and k != "log"}

@@ -18,8 +18,9 @@ from rest_framework.test import APIClient
 
 from accounts.actor import Actor
 from accounts.models import Membership, Role
-from deployments.edge import services as edge_services
-from deployments.models import EdgeRollout, Environment, RolloutStatus, Target, TargetKind
+from deployments.models import Environment, Target, TargetKind
+from edge import services as edge_services
+from edge.models import EdgeRollout, RolloutStatus
 from tests.conftest import token_client
 from tests.deployments.conftest import onnx_adder
 from tests.factories import MembershipFactory, UserFactory
@@ -505,7 +506,7 @@ MINIMUM_ROLE = {
     ("POST", "/endpoints/{name}/keys/"): Role.DEPLOYER,
     ("POST", "/endpoints/{name}/keys/{key_id}/revoke/"): Role.DEPLOYER,
     ("POST", "/endpoints/{name}/require-key/"): Role.DEPLOYER,
-    # Edge fleets (deployments/edge/services.py). The world's fleet is a production target, so
+    # Edge fleets (edge/services.py). The world's fleet is a production target, so
     # a rollout needs a deployer (a scientist may roll out on dev/staging fleets: see
     # test_a_scientist_may_roll_out_on_a_dev_fleet_only); codes, revoking, cancel and retry
     # always need a deployer.
@@ -558,7 +559,7 @@ def _stop_rollout(world: World) -> None:
 def _empty_fleet(world: World) -> None:
     """A target is deleted only when nothing uses it: remove the fleet's endpoint and devices
     (as their owners would) so that a permitted delete can happen."""
-    from deployments.models import EdgeDevice, EdgeRollout
+    from edge.models import EdgeDevice, EdgeRollout
 
     EdgeRollout.objects.filter(target=world.fleet).delete()
     world.fleet_endpoint.delete()

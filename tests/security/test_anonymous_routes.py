@@ -11,8 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.actor import Actor
-from deployments.edge import services as edge_services
-from deployments.models import EdgeDevice, EnrollmentCode, Environment, Target, TargetKind
+from deployments.models import Environment, Target, TargetKind
+from edge import services as edge_services
+from edge.models import EdgeDevice, EnrollmentCode
 from monitoring.models import PredictionRecord
 from tests.security.routes import all_routes
 

@@ -180,6 +180,7 @@ def test_no_product_code_runs_a_shell_or_evaluates_text():
         "accounts",
         "registry",
         "deployments",
+        "edge",
         "monitoring",
         "runtime",
     ):

@@ -10,6 +10,7 @@ SCANNED = [
     "accounts",
     "registry",
     "deployments",
+    "edge",
     "monitoring",
     "runtime",
     "bench",

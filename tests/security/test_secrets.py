@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from accounts.models import AuditEvent, Role
 from deployments import access
-from deployments.edge import services as edge
 from deployments.models import Endpoint, Environment, Target, TargetKind
 from deployments.services import endpoint_create
+from edge import services as edge
 from tests.conftest import actor_for
 from tests.deployments.conftest import make_version
 from tests.factories import MembershipFactory, UserFactory
@@ -151,7 +151,7 @@ def test_the_admin_rotates_device_credentials_and_shows_them_once_on_a_page(
     _admin, devices = fleet_device
     device, token, _key = devices[0]
     response = client.post(
-        "/admin/deployments/edgedevice/",
+        "/admin/edge/edgedevice/",
         {"action": "rotate_credentials", "_selected_action": [device.pk]},
     )
     assert response.status_code == 200
@@ -163,7 +163,7 @@ def test_the_admin_rotates_device_credentials_and_shows_them_once_on_a_page(
     assert device.manifest_key not in str(response.cookies.get("messages", ""))
     assert (
         device.manifest_key
-        not in client.get(f"/admin/deployments/edgedevice/{device.pk}/change/").content.decode()
+        not in client.get(f"/admin/edge/edgedevice/{device.pk}/change/").content.decode()
     )
 
 

@@ -22,8 +22,8 @@ from accounts.models import ApiToken
 from accounts.services import token_create
 from deployments import services as deployment_services
 from deployments.access import endpoint_key_create
-from deployments.edge import services as edge_services
 from deployments.models import Build, Environment, Target, TargetKind
+from edge import services as edge_services
 from events import services as events_services
 from events.models import EventKind
 from monitoring import services as monitoring_services
@@ -373,7 +373,7 @@ def object_routes() -> list[Route]:
 # caller's own token bookkeeping.
 _VOLATILE_MODELS = {"accounts.auditevent", "sessions.session"}
 _VOLATILE_FIELDS = {"last_used_at", "last_login"}
-_APPS = ("accounts", "events", "registry", "deployments", "monitoring", "auth")
+_APPS = ("accounts", "events", "registry", "deployments", "edge", "monitoring", "auth")
 
 
 def snapshot() -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.errors import ApplicationError
-from deployments.models import EdgeRollout, Endpoint, VariantRole
+from deployments.models import Endpoint, VariantRole
 from deployments.targets.base import (
     DriverError,
     GatewayState,
@@ -24,6 +24,7 @@ from deployments.targets.base import (
     ServerState,
     TargetDriver,
 )
+from edge.models import EdgeRollout
 
 
 class EdgeDriver(TargetDriver):
@@ -83,7 +84,7 @@ class EdgeDriver(TargetDriver):
 
     def ensure_server(self, *, endpoint: Endpoint, spec: ServerSpec) -> ServerState:
         """Start the fleet rollout of the desired release (once)."""
-        from deployments.edge.services import edge_rollout_for_release
+        from edge.services import edge_rollout_for_release
 
         release = endpoint.desired_release
         live = [v for v in release.variants if v["role"] != VariantRole.SHADOW]

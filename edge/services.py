@@ -27,21 +27,13 @@ from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from deployments.models import (
-    DeviceHealth,
-    EdgeDevice,
-    EdgeRollout,
-    EdgeRolloutDevice,
     Endpoint,
-    EnrollmentCode,
     EventLevel,
     Release,
     ReleaseReason,
-    RolloutDeviceState,
-    RolloutStatus,
     Target,
     TargetKind,
     VariantRole,
-    device_name_validator,
     new_device_signing_key,
 )
 from deployments.services import (
@@ -53,6 +45,16 @@ from deployments.services import (
     deployment_event_record,
 )
 from deployments.signals import edge_summary_received
+from edge.models import (
+    DeviceHealth,
+    EdgeDevice,
+    EdgeRollout,
+    EdgeRolloutDevice,
+    EnrollmentCode,
+    RolloutDeviceState,
+    RolloutStatus,
+    device_name_validator,
+)
 from registry.models import ModelVersion
 
 DEVICE_TOKEN_KIND = "edg"  # noqa: S105 (a token kind prefix, not a secret)

@@ -11,15 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.actor import Actor
-from deployments.edge.signing import sign
-from deployments.models import (
-    EdgeDevice,
-    EdgeRollout,
-    RolloutDeviceState,
-    RolloutStatus,
-    Target,
-    TargetKind,
-)
+from deployments.models import Target, TargetKind
+from edge.models import EdgeDevice, EdgeRollout, RolloutDeviceState, RolloutStatus
+from edge.signing import sign
 from registry.models import ArtifactKind, ModelVersion
 
 

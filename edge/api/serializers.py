@@ -1,6 +1,6 @@
 """Input and output shapes of the edge API, so the schema types every fleet and device operation.
 
-The services (deployments.edge.services) judge every value; these describe the shapes.
+The services (edge.services) judge every value; these describe the shapes.
 """
 
 from rest_framework import serializers

@@ -23,9 +23,9 @@ from accounts.throttle import ClientAddressThrottle
 from common.api import Pagination
 from common.errors import ApplicationError
 from common.schema import PAGE_PARAMETERS, paginated
-from deployments.api import edge_serializers as edge_api
-from deployments.edge import selectors, services
-from deployments.models import EdgeDevice
+from edge import selectors, services
+from edge.api import serializers as edge_api
+from edge.models import EdgeDevice
 from registry.models import ArtifactKind
 from registry.storage import open_artifact
 
