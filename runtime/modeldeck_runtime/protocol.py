@@ -101,6 +101,6 @@ def route_table_document(
 
 
 def canonical(manifest: dict[str, Any]) -> bytes:
-    """The bytes a manifest signature covers (edge.signing signs them, the agent checks them): sorted
-    keys, no spaces, UTF-8."""
+    """The bytes a manifest signature covers (edge.signing signs them, the agent checks them):
+    sorted keys, no spaces, UTF-8."""
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

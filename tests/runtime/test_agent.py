@@ -37,7 +37,10 @@ def test_the_server_signs_the_canonical_bytes_the_agent_checks():
     from edge.signing import sign
 
     manifest = {"device": "d", "sequence": 3, "version": "m:1", "signature": {"é": [1, 2]}}
-    assert canonical(manifest) == '{"device":"d","sequence":3,"signature":{"é":[1,2]},"version":"m:1"}'.encode()
+    assert (
+        canonical(manifest)
+        == '{"device":"d","sequence":3,"signature":{"é":[1,2]},"version":"m:1"}'.encode()
+    )
     assert signed(manifest)["signature"] == sign(manifest, KEY)
 
 
