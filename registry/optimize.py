@@ -180,6 +180,10 @@ def quantize_int8(source: Path, destination: Path, work: Path) -> dict[str, Any]
             str(prepared),
             str(destination),
             weight_type=QuantType.QInt8,
+            # 7-bit weights: on x86 CPUs with AVX2 but without VNNI, onnxruntime's u8s8 kernel
+            # (VPMADDUBSW) can saturate full-range int8 weights, so the same optimized file
+            # would be accurate on one serving machine and not on another.
+            reduce_range=True,
             extra_options={"MatMulConstBOnly": True},
         )
     except Exception as error:
