@@ -16,6 +16,7 @@ COPY runtime/modeldeck_runtime runtime/modeldeck_runtime
 COPY config config
 COPY common common
 COPY accounts accounts
+COPY events events
 COPY registry registry
 COPY deployments deployments
 COPY edge edge
