@@ -1,6 +1,7 @@
 """Reconciler faults: a worker SIGKILLed at every step, duplicate and stale runs, dead processes,
 orphans. Real processes throughout; the killed run is a separate Python process."""
 
+import collections
 import os
 import signal
 import subprocess
@@ -255,3 +256,31 @@ def test_the_sweep_removes_processes_nobody_owns(live_endpoint, versions, dev_ta
     # The endpoint whose server was swept converges again.
     assert tasks.reconcile_endpoint(live_endpoint.pk) == "converged"
     assert_converged(live_endpoint, release=1, version="adder:1")
+
+
+def test_a_server_between_fork_and_exec_is_not_taken_for_dead(
+    versions, dev_target, system, runtime_processes, monkeypatch
+):
+    """Right after Popen returns, a child's /proc command line can still read empty (exec has
+    not finished; longer under load). The driver's own unreaped child is alive all the same: the
+    first run starts each process once and logs no restart."""
+    from deployments.targets.local import driver as local_driver
+
+    reads = collections.Counter()
+    real = local_driver.process_command_line
+
+    def before_exec(pid: int):
+        reads[pid] += 1
+        return None if reads[pid] <= 2 else real(pid)
+
+    monkeypatch.setattr(local_driver, "process_command_line", before_exec)
+    endpoint = services.endpoint_create(
+        actor=system, name="fresh", target=dev_target, version="adder:1"
+    )
+    assert tasks.reconcile_endpoint(endpoint.pk) == "converged"
+    rows = LocalProcess.objects.filter(endpoint_id=endpoint.pk)
+    assert sorted(rows.values_list("restarts", flat=True)) == [0, 0]
+    events = DeploymentEvent.objects.filter(endpoint=endpoint)
+    assert not events.filter(message__startswith="Restarted").exists()
+    endpoint.refresh_from_db()
+    assert infer_version(endpoint) == "adder:1"

@@ -214,6 +214,11 @@ class LocalDriver(TargetDriver):
         _reap()
         if row.pid is not None and marker_of(process_command_line(row.pid)) == row.marker:
             return row.pid
+        if row.pid in _children and marker_of(_children[row.pid].args) == row.marker:
+            # Our own child, not reaped, so alive: in the moment between fork and exec its
+            # /proc command line still reads empty, which must not count as an exit (that gave a
+            # false restart and a second copy of the model files under load).
+            return row.pid
         pid = scan_markers(row.marker).get(row.marker)
         if pid is not None and pid != row.pid:
             # The worker died between starting the process and recording its pid.
