@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +9,7 @@ from django.conf import settings
 
 from accounts.actor import Actor
 from common.errors import ApplicationError
+from common.validation import is_finite_number
 from deployments.models import (
     Target,
     TargetKind,
@@ -54,7 +54,7 @@ def _whole(value: Any, what: str, *, low: int = 0, high: int = MAX_COUNT) -> int
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ApplicationError(f"{what} must be a finite number.", {what: str(value)[:40]})
     return float(value)
 
