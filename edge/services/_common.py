@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
-
 from accounts.actor import Actor
 from common.errors import ApplicationError
 from common.validation import is_finite_number
@@ -32,10 +30,6 @@ MAX_INTERVAL_SECONDS = 7 * 24 * 3600
 # Summaries older than this are dropped: per-minute rows are kept for a week.
 MAX_SUMMARY_AGE = timedelta(days=7)
 HEALTH_VALUES = {choice.value for choice in DeviceHealth}
-
-
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
 
 
 def _device_actor(device: EdgeDevice, ip: str | None = None) -> Actor:

@@ -7,6 +7,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -28,7 +29,6 @@ from edge.services._common import (
     DEVICE_TOKEN_KIND,
     _device_actor,
     _require_fleet,
-    _setting,
     _text,
     _whole,
     check_labels,
@@ -48,8 +48,8 @@ def enrollment_code_create(
     once and only its digest is kept."""
     require_role(actor, target.team_id, Role.DEPLOYER)
     _require_fleet(target)
-    maximum = int(_setting("EDGE_ENROLLMENT_CODE_MAX_HOURS", 24 * 30))
-    hours = int(_setting("EDGE_ENROLLMENT_CODE_HOURS", 24)) if hours is None else hours
+    maximum = int(settings.EDGE_ENROLLMENT_CODE_MAX_HOURS)
+    hours = int(settings.EDGE_ENROLLMENT_CODE_HOURS) if hours is None else hours
     hours = _whole(hours, "hours", low=1, high=maximum)
     plain = f"enr_{secrets.token_urlsafe(24)}"
     code = EnrollmentCode.objects.create(
