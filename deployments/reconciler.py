@@ -71,25 +71,21 @@ PAUSE_ENVIRONMENT = "MODELDECK_RECONCILE_PAUSE_AT"
 PAUSE_FILE_ENVIRONMENT = "MODELDECK_RECONCILE_PAUSE_FILE"
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 def ready_timeout_seconds() -> float:
     """How long a run waits for new servers (and the gateway) to become ready."""
-    return _setting("DEPLOYMENTS_READY_TIMEOUT_SECONDS", 60.0)
+    return float(settings.DEPLOYMENTS_READY_TIMEOUT_SECONDS)
 
 
 def drain_seconds() -> float:
     """How long a server keeps running after the gateway switched away from it."""
-    return _setting("DEPLOYMENTS_DRAIN_SECONDS", 2.0)
+    return float(settings.DEPLOYMENTS_DRAIN_SECONDS)
 
 
 def warm_seconds() -> float:
     """How long the servers of the release a new one replaced keep running (so that a rollback
     inside the window is a route switch, no server start); like Argo Rollouts'
     scaleDownDelaySeconds."""
-    return _setting("DEPLOYMENTS_WARM_SECONDS", 300.0)
+    return float(settings.DEPLOYMENTS_WARM_SECONDS)
 
 
 def warm_window(endpoint: Endpoint) -> tuple[set[int], datetime | None]:
@@ -116,7 +112,7 @@ def warm_window(endpoint: Endpoint) -> tuple[set[int], datetime | None]:
 
 def lease_seconds() -> float:
     """How long a run's hold on an endpoint lasts without renewal."""
-    return _setting("DEPLOYMENTS_LEASE_SECONDS", 60.0)
+    return float(settings.DEPLOYMENTS_LEASE_SECONDS)
 
 
 def _checkpoint(step: str) -> None:

@@ -60,7 +60,7 @@ def rollout_get_for_actor(*, actor: Actor, rollout_id: int) -> EdgeRollout:
 
 def device_is_online(device: EdgeDevice) -> bool:
     """Whether the device was heard from recently."""
-    seconds = float(getattr(settings, "EDGE_DEVICE_OFFLINE_SECONDS", 120))
+    seconds = float(settings.EDGE_DEVICE_OFFLINE_SECONDS)
     return device.last_seen_at is not None and (
         timezone.now() - device.last_seen_at < timedelta(seconds=seconds)
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -26,7 +27,6 @@ from deployments.models import Endpoint, EndpointStatus, Release
 from deployments.targets import DriverError, driver_for
 from deployments.targets.base import Observation
 from monitoring import exposition, histograms
-from monitoring.conf import setting
 from monitoring.models import Component, MetricPoint, ScrapeState
 from registry.models import ModelVersion
 
@@ -83,7 +83,7 @@ def targets_for(observation: Observation) -> list[ScrapeTarget]:
 
 def fetch(client: httpx.Client, target: ScrapeTarget) -> str:
     """The exposition text of one target, size-capped."""
-    limit = setting("METRICS_MAX_EXPOSITION_BYTES")
+    limit = settings.METRICS_MAX_EXPOSITION_BYTES
     try:
         with client.stream("GET", target.url + "/metrics") as response:
             if response.status_code != 200:
@@ -284,7 +284,7 @@ def scrape_endpoint(
         except DriverError as error:
             logger.warning("cannot observe endpoint %s: %s", endpoint.name, error)
             return result
-    timeout = setting("METRICS_SCRAPE_TIMEOUT_SECONDS")
+    timeout = settings.METRICS_SCRAPE_TIMEOUT_SECONDS
     own_client = client is None
     if own_client:
         client = httpx.Client(

@@ -2,6 +2,7 @@
 
 import hmac
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -18,7 +19,6 @@ from common.htmx import render_page_or_partial
 from common.pagination import paginate
 from deployments.selectors import endpoint_list_for_actor
 from monitoring import charts, experiments, feedback, guardrails, metrics, selectors, services
-from monitoring.conf import setting
 from monitoring.forms import AlertRuleForm, ExperimentForm, RollbackPolicyForm
 from monitoring.models import RollbackPolicy
 from registry.selectors import version_list_ready_for_actor
@@ -221,7 +221,7 @@ def endpoint_monitoring(request, name: str):
         "ranges": list(selectors.RANGES),
         "range": range_name,
         "polling": endpoint.status in selectors.POLLED_STATUSES,
-        "poll_seconds": max(1, round(setting("METRICS_SCRAPE_INTERVAL_SECONDS"))),
+        "poll_seconds": max(1, round(settings.METRICS_SCRAPE_INTERVAL_SECONDS)),
     }
     return render_page_or_partial(
         request,
@@ -308,7 +308,7 @@ def alert_list(request):
 
 
 def _metrics_caller_allowed(request) -> bool:
-    token = setting("METRICS_TOKEN")
+    token = settings.METRICS_TOKEN
     supplied = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
         return True

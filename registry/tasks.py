@@ -115,14 +115,6 @@ def requeue_stale_validations() -> int:
     return count
 
 
-# A running job whose progress has not moved for this long lost its worker.
-STALE_BATCH = timedelta(minutes=10)
-
-
-def _setting(name: str, default):
-    return getattr(settings, name, default)
-
-
 def _local_copy(key: str, destination: Path) -> Path:
     """A stored file on this machine: its own path for local storage, else a copy."""
     storage = artifact_storage()
@@ -141,7 +133,7 @@ def run_batch_job(job_id: int) -> None:
     if job is None or job.status in JOB_TERMINAL:
         return
     attempt = services.batch_job_start(
-        job_id=job_id, stale_before=timezone.now() - _setting("BATCH_STALE_AFTER", STALE_BATCH)
+        job_id=job_id, stale_before=timezone.now() - settings.BATCH_STALE_AFTER
     )
     if attempt is None:
         return
@@ -195,11 +187,11 @@ def run_batch_job(job_id: int) -> None:
             output_path,
             signature=job.version.signature,
             key_column=job.key_column,
-            chunk_rows=_setting("BATCH_CHUNK_ROWS", 10_000),
-            max_errors=_setting("BATCH_MAX_ERRORS", 100),
-            max_cell_chars=_setting("BATCH_MAX_CELL_CHARS", 10_000),
-            memory_bytes=_setting("BATCH_MEMORY_BYTES", 4 * 1024**3),
-            timeout_seconds=_setting("BATCH_TIMEOUT_SECONDS", 6 * 3600),
+            chunk_rows=settings.BATCH_CHUNK_ROWS,
+            max_errors=settings.BATCH_MAX_ERRORS,
+            max_cell_chars=settings.BATCH_MAX_CELL_CHARS,
+            memory_bytes=settings.BATCH_MEMORY_BYTES,
+            timeout_seconds=settings.BATCH_TIMEOUT_SECONDS,
             on_event=on_event,
         )
         if outcome["event"] == "cancelled":
@@ -239,7 +231,7 @@ def requeue_stale_batch_jobs() -> int:
         status=JobStatus.PENDING, updated_at__lt=now - STALE_PENDING
     ) | BatchJob.objects.filter(
         status=JobStatus.RUNNING,
-        updated_at__lt=now - _setting("BATCH_STALE_AFTER", STALE_BATCH),
+        updated_at__lt=now - settings.BATCH_STALE_AFTER,
     )
     count = 0
     for job_id in stale.values_list("pk", flat=True)[:REQUEUE_BATCH]:
@@ -257,7 +249,7 @@ def optimize_version(optimization_id: int) -> None:
     )
     if optimization is None or optimization.is_terminal:
         return
-    timeout = _setting("OPTIMIZE_TIMEOUT_SECONDS", 600)
+    timeout = settings.OPTIMIZE_TIMEOUT_SECONDS
     if not services.optimization_start(
         optimization_id=optimization_id,
         stale_before=timezone.now() - timedelta(seconds=timeout + 300),
@@ -285,10 +277,10 @@ def optimize_version(optimization_id: int) -> None:
             method=optimization.method,
             signature=source.signature,
             reference_path=reference_path,
-            graph_level=_setting("OPTIMIZE_GRAPH_LEVEL", "basic"),
-            reference_rows=_setting("OPTIMIZE_REFERENCE_ROWS", 1_000),
+            graph_level=settings.OPTIMIZE_GRAPH_LEVEL,
+            reference_rows=settings.OPTIMIZE_REFERENCE_ROWS,
             timeout_seconds=timeout,
-            memory_bytes=_setting("OPTIMIZE_MEMORY_BYTES", 4 * 1024**3),
+            memory_bytes=settings.OPTIMIZE_MEMORY_BYTES,
         )
         if not outcome.get("ok"):
             services.optimization_fail(

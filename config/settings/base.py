@@ -4,6 +4,7 @@ Each variable read here is listed, with its default, in `.env.example`.
 """
 
 import os
+from datetime import timedelta as _timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -389,6 +390,8 @@ BATCH_MAX_ERRORS = env_int("BATCH_MAX_ERRORS", 100)
 BATCH_MAX_CELL_CHARS = env_int("BATCH_MAX_CELL_CHARS", 10_000)
 BATCH_MEMORY_BYTES = env_int("BATCH_MEMORY_BYTES", 4 * 1024**3)
 BATCH_TIMEOUT_SECONDS = env_int("BATCH_TIMEOUT_SECONDS", 6 * 3600)
+# A running job whose progress has not moved for this long lost its worker (registry/tasks.py).
+BATCH_STALE_AFTER = _timedelta(minutes=env_int("BATCH_STALE_AFTER_MINUTES", 10))
 # Optimization (registry/optimize.py): "basic" or "extended" keep the graph portable.
 OPTIMIZE_GRAPH_LEVEL = env_str("OPTIMIZE_GRAPH_LEVEL", "basic")
 OPTIMIZE_TIMEOUT_SECONDS = env_int("OPTIMIZE_TIMEOUT_SECONDS", 600)
@@ -459,7 +462,6 @@ if VAR_DIR.stat().st_uid == os.getuid() and VAR_DIR.stat().st_mode & 0o077:
 # accounts/throttle.py and accounts/oidc.py; the README's "Sign-in" section explains each one.
 import json as _json  # noqa: E402
 import re as _re  # noqa: E402
-from datetime import timedelta as _timedelta  # noqa: E402
 
 INSTALLED_APPS += ["axes"]
 # Last, so that it turns a lockout noticed anywhere in the request into the lockout page.

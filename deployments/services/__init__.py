@@ -11,7 +11,7 @@ share. Callers import the services from this package.
 """
 
 from deployments.services._common import (
-    # The edge services (deployments/edge/services.py) build their releases from these.
+    # The edge services (edge/services/) build their releases from these.
     _check_deployable,
     _lock,
     _variant,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,7 +12,6 @@ from deployments.models import Endpoint, EndpointStatus
 from events.models import EventKind
 from events.services import event_record
 from monitoring import drift, histograms
-from monitoring.conf import setting
 from monitoring.models import (
     Component,
     DriftReport,
@@ -25,10 +25,10 @@ DRIFT_STATUSES = (EndpointStatus.LIVE, EndpointStatus.DEGRADED)
 
 def _thresholds() -> drift.Thresholds:
     return drift.Thresholds(
-        psi=float(setting("DRIFT_PSI_THRESHOLD")),
-        js_distance=float(setting("DRIFT_JS_THRESHOLD")),
-        dataset_share=float(setting("DRIFT_DATASET_SHARE")),
-        min_rows=int(setting("DRIFT_MIN_ROWS")),
+        psi=float(settings.DRIFT_PSI_THRESHOLD),
+        js_distance=float(settings.DRIFT_JS_THRESHOLD),
+        dataset_share=float(settings.DRIFT_DATASET_SHARE),
+        min_rows=int(settings.DRIFT_MIN_ROWS),
     )
 
 
@@ -64,7 +64,7 @@ def drift_report_create(
         return None
     now = now or timezone.now()
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    start = end - timedelta(minutes=int(setting("DRIFT_WINDOW_MINUTES")))
+    start = end - timedelta(minutes=int(settings.DRIFT_WINDOW_MINUTES))
     features, prediction = live_histograms(endpoint=endpoint, version=version, start=start, end=end)
     thresholds = _thresholds()
     result = drift.compare(profile, features, prediction or None, thresholds)

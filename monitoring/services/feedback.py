@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -18,7 +19,6 @@ from accounts.permissions import require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
 from deployments.models import Endpoint
-from monitoring.conf import setting
 from monitoring.feedback import input_sample_percent
 from monitoring.models import Feedback, PredictionLogConfig, PredictionRecord
 from monitoring.scraper import version_resolver
@@ -158,7 +158,7 @@ def prediction_log_configure(
 
 def prediction_records_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Delete prediction records and feedback past PREDICTION_LOG_RETENTION_DAYS."""
-    cutoff = (now or timezone.now()) - timedelta(days=setting("PREDICTION_LOG_RETENTION_DAYS"))
+    cutoff = (now or timezone.now()) - timedelta(days=settings.PREDICTION_LOG_RETENTION_DAYS)
     records, _ = PredictionRecord.objects.filter(received_at__lt=cutoff).delete()
     feedback, _ = Feedback.objects.filter(created_at__lt=cutoff).delete()
     return {"records": records, "feedback": feedback}

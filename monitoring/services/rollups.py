@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
 from monitoring import histograms
-from monitoring.conf import setting
 from monitoring.exposition import Contribution
 from monitoring.models import (
     MetricHour,
@@ -54,7 +54,7 @@ def metrics_rollup_hours(*, now: datetime | None = None) -> int:
         if oldest is None:
             return 0
         start = oldest.replace(minute=0, second=0, microsecond=0)
-    start = max(start, now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS")))
+    start = max(start, now - timedelta(days=settings.METRICS_MINUTE_RETENTION_DAYS))
     start = start.replace(minute=0, second=0, microsecond=0)
     hours = 0
     hour = start
@@ -83,15 +83,15 @@ def metrics_prune(*, now: datetime | None = None) -> dict[str, int]:
     """Drop rollups past their retention, and the scrape states of targets long gone."""
     now = now or timezone.now()
     minutes, _ = MetricPoint.objects.filter(
-        minute__lt=now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS"))
+        minute__lt=now - timedelta(days=settings.METRICS_MINUTE_RETENTION_DAYS)
     ).delete()
     hours, _ = MetricHour.objects.filter(
-        hour__lt=now - timedelta(days=setting("METRICS_HOUR_RETENTION_DAYS"))
+        hour__lt=now - timedelta(days=settings.METRICS_HOUR_RETENTION_DAYS)
     ).delete()
     # A target unseen for the minute retention is gone (its server was replaced); forgetting it
     # sooner could count a still-running process's totals twice if it answered again. States
     # that never succeeded hold no counter values, so they can go at once.
-    forgotten = now - timedelta(days=setting("METRICS_MINUTE_RETENTION_DAYS"))
+    forgotten = now - timedelta(days=settings.METRICS_MINUTE_RETENTION_DAYS)
     states, _ = ScrapeState.objects.filter(
         Q(fetched_at__lt=forgotten) | Q(fetched_at__isnull=True)
     ).delete()

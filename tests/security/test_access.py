@@ -506,7 +506,7 @@ MINIMUM_ROLE = {
     ("POST", "/endpoints/{name}/keys/"): Role.DEPLOYER,
     ("POST", "/endpoints/{name}/keys/{key_id}/revoke/"): Role.DEPLOYER,
     ("POST", "/endpoints/{name}/require-key/"): Role.DEPLOYER,
-    # Edge fleets (edge/services.py). The world's fleet is a production target, so
+    # Edge fleets (edge/services/). The world's fleet is a production target, so
     # a rollout needs a deployer (a scientist may roll out on dev/staging fleets: see
     # test_a_scientist_may_roll_out_on_a_dev_fleet_only); codes, revoking, cancel and retry
     # always need a deployer.
