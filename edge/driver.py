@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.errors import ApplicationError
 from deployments.models import Endpoint, VariantRole
 from deployments.targets.base import (
     DriverError,
@@ -35,11 +34,7 @@ class EdgeDriver(TargetDriver):
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Optional `description` of where the fleet lives; nothing to connect to."""
-        unknown = sorted(set(config) - {"description"})
-        if unknown:
-            raise ApplicationError(
-                f"Unknown edge target settings: {', '.join(unknown)}.", {"config": unknown}
-            )
+        cls.refuse_unknown_settings(config, {"description"})
         return dict(config)
 
     def _rollout(self, endpoint: Endpoint) -> EdgeRollout | None:

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from common.errors import ApplicationError
+
 if TYPE_CHECKING:
     from deployments.models import Endpoint, Target
 
@@ -241,12 +243,19 @@ class TargetDriver(abc.ABC):
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Check and normalise a target's ``config``; raise ApplicationError on bad values."""
         if config:
-            from common.errors import ApplicationError
-
             raise ApplicationError(
                 f"A {cls.kind} target takes no settings.", {"config": sorted(config)}
             )
         return {}
+
+    @classmethod
+    def refuse_unknown_settings(cls, config: dict[str, Any], known: set[str]) -> None:
+        """ApplicationError naming every key of ``config`` that is not one of ``known``."""
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ApplicationError(
+                f"Unknown {cls.kind} target settings: {', '.join(unknown)}.", {"config": unknown}
+            )
 
     @classmethod
     def credential_references(cls, config: dict[str, Any]) -> list[tuple[str, str, str]]:

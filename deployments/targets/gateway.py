@@ -3,12 +3,18 @@ whose gateway is `modeldeck-gateway` (local, docker)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 from modeldeck_runtime.protocol import route_document
 from modeldeck_runtime.protocol import route_table_document as protocol_route_table_document
 
-from deployments.targets.base import DriverError, Route, StaleGeneration
+from deployments.access import endpoint_access_document
+from deployments.targets.base import DriverError, GatewayState, Route, StaleGeneration
 from deployments.targets.policy import HostRefused, check_url
+
+if TYPE_CHECKING:
+    from deployments.models import Endpoint
 
 ADMIN_TIMEOUT_SECONDS = 5.0
 PROBE_TIMEOUT_SECONDS = 1.0
@@ -138,3 +144,26 @@ def _error_message(response: httpx.Response) -> str:
 
 def _version(route) -> str:
     return route.version
+
+
+class AdminApiRoutes:
+    """``TargetDriver.set_routes`` for drivers whose gateway is `modeldeck-gateway` reached over
+    its admin URL (local, docker): PUT the endpoint's whole table, with its access part."""
+
+    def set_routes(
+        self,
+        *,
+        endpoint: Endpoint,
+        gateway: GatewayState,
+        routes: list[Route],
+        generation: int,
+        sticky: dict[str, str] | None = None,
+    ) -> None:
+        gateway_put_routes(
+            admin_url=gateway.admin_url,
+            token=endpoint.gateway_token,
+            routes=routes,
+            generation=generation,
+            sticky=sticky,
+            access=endpoint_access_document(endpoint),
+        )

@@ -69,6 +69,25 @@ def test_bad_settings_are_refused_with_a_reason_and_nothing_changes(team_admin, 
     assert not AuditEvent.objects.filter(action="target.update").exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "known"), [("local", {"threads": 1}), ("edge", {"description": "the shop floor"})]
+)
+def test_unknown_settings_are_named_in_the_answer_for_every_kind(team_admin, kind, known):
+    """Each kind's known keys pass; any other key is named (all of them, sorted) in a 400."""
+    client = api_client(team_admin)
+    body = {"name": f"{kind}-spare", "kind": kind, "config": known}
+    created = client.post("/api/v1/targets/", body, content_type="application/json")
+    assert created.status_code == 201, created.content
+    answer = client.patch(
+        f"/api/v1/targets/{kind}-spare/",
+        {"config": {**known, "zeta": 1, "alpha": 2}},
+        content_type="application/json",
+    )
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"] == f"Unknown {kind} target settings: alpha, zeta."
+    assert Target.objects.get(name=f"{kind}-spare").config == known
+
+
 def test_a_target_in_use_is_not_deleted_and_the_answer_says_why(team_admin, used_target):
     client = api_client(team_admin)
     answer = client.delete("/api/v1/targets/spare/")

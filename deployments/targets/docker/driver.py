@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from common.credentials import CredentialError, credential_environment, credential_file
-from deployments.access import endpoint_access_document
 from deployments.targets.base import (
     LABEL_ENDPOINT,
     LABEL_INSTALLATION,
@@ -42,7 +41,6 @@ from deployments.targets.base import (
     OwnedResource,
     Replica,
     ResourceRole,
-    Route,
     ServerSpec,
     ServerState,
     TargetDriver,
@@ -50,7 +48,7 @@ from deployments.targets.base import (
     installation_id,
     labels_for,
 )
-from deployments.targets.gateway import gateway_put_routes, gateway_read_routes, http_ready
+from deployments.targets.gateway import AdminApiRoutes, gateway_read_routes, http_ready
 from deployments.targets.policy import HostRefused, check_docker_settings, check_url
 
 DEFAULT_BASE_IMAGE = "modeldeck/base:bookworm"
@@ -336,7 +334,7 @@ def _checked(pattern: re.Pattern, value: Any, what: str) -> str:
     return text
 
 
-class DockerDriver(TargetDriver):
+class DockerDriver(AdminApiRoutes, TargetDriver):
     """Containers on one Docker engine, found again by their labels."""
 
     kind = "docker"
@@ -796,24 +794,6 @@ class DockerDriver(TargetDriver):
                 raise
             return self._gateway_state(self._summary(container), endpoint.gateway_token)
         raise DriverError(f"No free gateway port in {self.config.gateway_ports}: {last_error}")
-
-    def set_routes(
-        self,
-        *,
-        endpoint,
-        gateway: GatewayState,
-        routes: list[Route],
-        generation: int,
-        sticky: dict[str, str] | None = None,
-    ) -> None:
-        gateway_put_routes(
-            admin_url=gateway.admin_url,
-            token=endpoint.gateway_token,
-            routes=routes,
-            generation=generation,
-            sticky=sticky,
-            access=endpoint_access_document(endpoint),
-        )
 
     # --- stopping ---
 

@@ -30,7 +30,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from common.errors import ApplicationError
-from deployments.access import endpoint_access_document
 from deployments.models import Endpoint, LocalProcess, LocalProcessRole
 from deployments.targets.base import (
     DriverError,
@@ -39,14 +38,13 @@ from deployments.targets.base import (
     OwnedResource,
     Replica,
     ResourceRole,
-    Route,
     ServerSpec,
     ServerState,
     TargetDriver,
     installation_id,
     labels_for,
 )
-from deployments.targets.gateway import gateway_put_routes, gateway_read_routes, http_ready
+from deployments.targets.gateway import AdminApiRoutes, gateway_read_routes, http_ready
 
 MARKER_OPTION = "modeldeck.process="
 GATEWAY_KEY = "gateway"
@@ -167,7 +165,7 @@ def _runtime_environment() -> dict[str, str]:
     return environment
 
 
-class LocalDriver(TargetDriver):
+class LocalDriver(AdminApiRoutes, TargetDriver):
     """Child processes on 127.0.0.1, tracked by LocalProcess rows and command-line markers."""
 
     kind = "local"
@@ -175,11 +173,7 @@ class LocalDriver(TargetDriver):
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Optional `threads` (onnxruntime intra-op threads per server, 0 = its default)."""
-        unknown = sorted(set(config) - {"threads"})
-        if unknown:
-            raise ApplicationError(
-                f"Unknown local target settings: {', '.join(unknown)}.", {"config": unknown}
-            )
+        cls.refuse_unknown_settings(config, {"threads"})
         threads = config.get("threads", 0)
         if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 64:
             raise ApplicationError(
@@ -449,24 +443,6 @@ class LocalDriver(TargetDriver):
             ]  # fmt: skip
             pid = self._spawn(row, arguments, environment)
         return self._gateway_state(row, pid, endpoint.gateway_token)
-
-    def set_routes(
-        self,
-        *,
-        endpoint: Endpoint,
-        gateway: GatewayState,
-        routes: list[Route],
-        generation: int,
-        sticky: dict[str, str] | None = None,
-    ) -> None:
-        gateway_put_routes(
-            admin_url=gateway.admin_url,
-            token=endpoint.gateway_token,
-            routes=routes,
-            generation=generation,
-            sticky=sticky,
-            access=endpoint_access_document(endpoint),
-        )
 
     # --- stopping ---
 
