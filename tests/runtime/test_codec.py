@@ -226,3 +226,80 @@ def test_flat_float_lists_convert_exactly_and_refuse_what_they_did_before():
     for refused in ([True, False], ["1.5"], [1.0, "a"], [1.0, None], [10**400]):
         with pytest.raises(RequestError):
             decode_values("x", "FP32", refused)
+
+
+# --- large JSON requests: simdjson's path answers exactly as the general one ---------------
+
+
+def _parsed(body: bytes, monkeypatch, *, general: bool):
+    """(id, outputs, binary flags, parameters, [(name, datatype, shape, array bits)]) or the
+    RequestError message, read by the general path or by the large-request path."""
+    import modeldeck_runtime.codec as codec
+
+    monkeypatch.setattr(codec, "LARGE_JSON_BYTES", 1 << 62 if general else 0)
+    try:
+        request = codec.parse_infer_request(body, None)
+        tensors = []
+        for raw in request.inputs:
+            array = codec.decode_tensor(raw)
+            tensors.append((raw.name, raw.datatype, raw.shape, array.dtype, bits(array).tolist()))
+    except RequestError as error:
+        return ("refused", str(error))
+    return (request.id, request.outputs, request.binary_outputs, request.parameters, tensors)
+
+
+def _request(data, datatype="FP32", shape=None, **extra) -> bytes:
+    entry = {"name": "x", "datatype": datatype, "data": data}
+    entry["shape"] = shape if shape is not None else [len(data)]
+    return json.dumps({"id": "r1", "inputs": [entry], **extra}).encode()
+
+
+LARGE_FLOATS = [float(v) for v in sample("FP64", rows=1200).ravel()]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _request(LARGE_FLOATS),
+        _request(LARGE_FLOATS, "FP64"),
+        _request(LARGE_FLOATS, "FP16"),
+        _request([1, 2.5, -3, 0, 2**53 + 1, 2**63 + 5] * 600),
+        _request([LARGE_FLOATS[i : i + 3] for i in range(0, 3600, 3)], shape=[1200, 3]),
+        _request([LARGE_FLOATS[i : i + 3] for i in range(0, 3600, 3)] + [[1.0]], shape=[3601]),
+        _request(list(range(-3000, 3000)), "INT32"),
+        _request([f"word {i}" for i in range(3000)], "BYTES"),
+        _request([*LARGE_FLOATS[:3599], "1.5"]),
+        _request([*LARGE_FLOATS[:3599], True]),
+        _request([*LARGE_FLOATS[:3599], None]),
+        _request([*LARGE_FLOATS[:3599], [1.0]]),
+        _request(LARGE_FLOATS, shape=[7]),
+        _request(LARGE_FLOATS, outputs=[{"name": "y", "parameters": {"binary_data": True}}]),
+        _request(LARGE_FLOATS, parameters={"binary_data_output": True, "note": [1, {"a": 2}]}),
+        json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3],
+                                "data": [float("nan"), float("inf"), -1.0]}],
+                    "pad": "p" * 20000}).encode(),
+        _request(LARGE_FLOATS)[:-1] + b', "id": "second"}',  # repeated key: the last one wins
+        _request(LARGE_FLOATS).replace(b'"data": [', b'"data": [9.5], "data": [', 1),
+        json.dumps({"inputs": {"x": LARGE_FLOATS}}).encode(),
+        json.dumps({"inputs": [LARGE_FLOATS]}).encode(),
+        json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [900]}],
+                    "pad": "p" * 20000}).encode(),
+        json.dumps([{"inputs": []}] * 3000).encode(),
+        _request(LARGE_FLOATS).replace(b"]", b"] ", 1).replace(b"[", b"[\n ", 1),
+        _request(LARGE_FLOATS)[:-2],  # truncated
+        _request(LARGE_FLOATS).replace(b"0.", b"1e400, 0.", 1),
+    ],
+)  # fmt: skip
+def test_large_requests_are_read_exactly_as_the_general_path_reads_them(body, monkeypatch):
+    from modeldeck_runtime.codec import LARGE_JSON_BYTES
+
+    assert len(body) >= LARGE_JSON_BYTES
+    assert _parsed(body, monkeypatch, general=False) == _parsed(body, monkeypatch, general=True)
+
+
+def test_a_large_float_request_skips_python_floats():
+    """The point of the large-request path: flat float data arrives as an array, not a list."""
+    request = parse_infer_request(_request(LARGE_FLOATS), None)
+    assert isinstance(request.inputs[0].data, np.ndarray)
+    small = parse_infer_request(_request(LARGE_FLOATS[:8]), None)
+    assert isinstance(small.inputs[0].data, list)
