@@ -10,8 +10,9 @@ through its Python backend (targets `triton` and, with --batch-max-rows, `triton
 answers are checked against the version server's before measuring. Other options: --skip-triton,
 --triton-install-timeout SECONDS, --skip-mlflow, --mlflow-install-timeout SECONDS,
 --workers N (also a version server with N processes on its port; default 2),
---batch-max-rows N (also one with dynamic batching of N rows, 200 µs delay; default 64), --models,
---rows, --connections (comma-separated subsets, for short runs).
+--batch-max-rows N (also one with dynamic batching of N rows, 200 µs delay, and one with both the
+workers and batching; default 64), --models, --rows, --connections (comma-separated subsets, for
+short runs).
 """
 
 from __future__ import annotations
@@ -291,6 +292,16 @@ def start_runtime(models: dict[str, Path], workers: int, batch_rows: int) -> dic
                  "--model-name", name, "--model-version", "1", "--threads", "1",
                  "--batch-max-rows", str(batch_rows), "--batch-max-delay-us", "200",
                  "--port", str(port)],
+                port,
+                "/v2/health/ready",
+            )  # fmt: skip
+        if workers > 1 and batch_rows:
+            port = free_port()
+            processes[f"server-w{workers}-batch-{name}"] = Process(
+                [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
+                 "--model-name", name, "--model-version", "1", "--threads", "1",
+                 "--workers", str(workers), "--batch-max-rows", str(batch_rows),
+                 "--batch-max-delay-us", "200", "--port", str(port)],
                 port,
                 "/v2/health/ready",
             )  # fmt: skip
@@ -720,6 +731,10 @@ def main() -> int:
                         ]
                     if arguments.batch_max_rows:
                         targets["server+batching"] = processes[f"server-batch-{model}"]
+                    if arguments.workers > 1 and arguments.batch_max_rows:
+                        targets[f"server×{arguments.workers}+batching"] = processes[
+                            f"server-w{arguments.workers}-batch-{model}"
+                        ]
                     for variant in ("triton", "triton+batching"):
                         if f"{variant}-{model}" in processes:
                             targets[variant] = processes[f"{variant}-{model}"]
@@ -853,6 +868,7 @@ def _report(results, rss, mlflow_note: str, workers: int, batching: bool) -> Non
     print("goals:")
     best_server = ["server"] + ([f"server×{workers}"] if workers > 1 else [])
     best_server += ["server+batching"] if batching else []
+    best_server += [f"server×{workers}+batching"] if batching and workers > 1 else []
     for (target, model, count, connections), figures in results.items():
         if target != "floor-uvicorn":
             continue
