@@ -39,6 +39,9 @@ def _use_the_worker_port_block() -> None:
     if not worker:
         return
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    # The whole range, for tests that pick a block of their own outside every worker's
+    # (tests.e2e.stack.serving_port_block).
+    os.environ.setdefault("MODELDECK_TEST_PORT_RANGE", str(settings.LOCAL_TARGET_PORT_RANGE))
     low, high = worker_port_block(str(settings.LOCAL_TARGET_PORT_RANGE), worker, workers)
     settings.LOCAL_TARGET_PORT_RANGE = os.environ["LOCAL_TARGET_PORT_RANGE"] = f"{low}-{high - 1}"
     os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"localhost:{high}"

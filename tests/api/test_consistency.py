@@ -37,3 +37,17 @@ def test_worker_port_blocks_are_disjoint_and_inside_the_range():
     assert blocks == [(28000, 28249), (28250, 28499), (28500, 28749), (28750, 28999)]
     with pytest.raises(pytest.UsageError):
         worker_port_block("28000-28009", "gw0", 4)
+
+
+def test_a_stack_s_own_port_block_stays_outside_the_run_s_range(monkeypatch):
+    """Stacks and fault tests pick a block of their own; it never overlaps the range the xdist
+    workers split between them, whichever worker picks it."""
+    from tests.e2e.stack import serving_port_block
+
+    monkeypatch.setenv("MODELDECK_TEST_PORT_RANGE", "20000-29999")
+    for _ in range(200):
+        low, high = (int(part) for part in serving_port_block().split("-"))
+        assert low >= 30000 and high <= 31999 and high - low == 99
+    monkeypatch.setenv("MODELDECK_TEST_PORT_RANGE", "20000-31999")
+    with pytest.raises(RuntimeError, match="no block of 100 ports"):
+        serving_port_block()

@@ -22,10 +22,18 @@ BIN = Path(sys.executable).parent
 
 
 def serving_port_block(size: int = 100) -> str:
-    """A random LOCAL_TARGET_PORT_RANGE of its own, so that serving processes of other test runs
-    on this machine (which default to 18100-18999) never answer for this stack's endpoints."""
-    start = secrets.randbelow((32000 - 20000) // size) * size + 20000
-    return f"{start}-{start + size - 1}"
+    """A random LOCAL_TARGET_PORT_RANGE of its own in 20000-31999 (for a stack's or a fault
+    test's serving processes) outside this run's own range, which the xdist workers split
+    between them, so that no other test's serving processes answer for its endpoints."""
+    own = os.environ.get("MODELDECK_TEST_PORT_RANGE") or os.environ.get(
+        "LOCAL_TARGET_PORT_RANGE", "18100-18999"
+    )
+    low, _, high = own.partition("-")
+    for _attempt in range(1000):
+        start = secrets.randbelow((32000 - 20000) // size) * size + 20000
+        if start + size - 1 < int(low) or start > int(high or low):
+            return f"{start}-{start + size - 1}"
+    raise RuntimeError(f"no block of {size} ports in 20000-31999 outside {own}")
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ from django.db import connection
 
 from config.celery import app as celery_app
 from deployments import reconciler
+from tests.e2e.stack import serving_port_block
 
 BIN = Path(sys.executable).parent
 
@@ -101,13 +102,6 @@ def database_url() -> str:
         credentials += ":" + quote(database["PASSWORD"])
     host = f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
     return f"postgres://{credentials}@{host}/{quote(database['NAME'])}"
-
-
-def serving_port_block(size: int = 100) -> str:
-    """A LOCAL_TARGET_PORT_RANGE of the worker's own: serving processes of other test runs on
-    this machine (18100-18999 by default) never answer for this test's endpoints."""
-    start = secrets.randbelow((32000 - 20000) // size) * size + 20000
-    return f"{start}-{start + size - 1}"
 
 
 class Worker:
