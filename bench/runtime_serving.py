@@ -267,44 +267,29 @@ def start_runtime(models: dict[str, Path], workers: int, batch_rows: int) -> dic
         processes[name] = Process(
             [python, str(ROOT / "bench" / "runtime_floor.py"), str(port), stack], port, "/"
         )
-    for name, folder in models.items():
+
+    def version_server(folder: Path, name: str, *options: str) -> Process:
         port = free_port()
-        processes[f"server-{name}"] = Process(
+        return Process(
             [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
              "--model-name", name, "--model-version", "1", "--threads", "1",
-             "--port", str(port)],
+             *options, "--port", str(port)],
             port,
             "/v2/health/ready",
         )  # fmt: skip
+
+    workers_options = ("--workers", str(workers))
+    batching_options = ("--batch-max-rows", str(batch_rows), "--batch-max-delay-us", "200")
+    for name, folder in models.items():
+        processes[f"server-{name}"] = version_server(folder, name)
         if workers > 1:
-            port = free_port()
-            processes[f"server-w{workers}-{name}"] = Process(
-                [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
-                 "--model-name", name, "--model-version", "1", "--threads", "1",
-                 "--workers", str(workers), "--port", str(port)],
-                port,
-                "/v2/health/ready",
-            )  # fmt: skip
+            processes[f"server-w{workers}-{name}"] = version_server(folder, name, *workers_options)
         if batch_rows:
-            port = free_port()
-            processes[f"server-batch-{name}"] = Process(
-                [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
-                 "--model-name", name, "--model-version", "1", "--threads", "1",
-                 "--batch-max-rows", str(batch_rows), "--batch-max-delay-us", "200",
-                 "--port", str(port)],
-                port,
-                "/v2/health/ready",
-            )  # fmt: skip
+            processes[f"server-batch-{name}"] = version_server(folder, name, *batching_options)
         if workers > 1 and batch_rows:
-            port = free_port()
-            processes[f"server-w{workers}-batch-{name}"] = Process(
-                [python, "-m", "modeldeck_runtime", "serve", "--model-dir", str(folder),
-                 "--model-name", name, "--model-version", "1", "--threads", "1",
-                 "--workers", str(workers), "--batch-max-rows", str(batch_rows),
-                 "--batch-max-delay-us", "200", "--port", str(port)],
-                port,
-                "/v2/health/ready",
-            )  # fmt: skip
+            processes[f"server-w{workers}-batch-{name}"] = version_server(
+                folder, name, *workers_options, *batching_options
+            )
         routes_file = WORK / f"routes-{name}.json"
         routes_file.write_text(
             json.dumps(

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import simdjson
 
-from modeldeck_runtime.protocol import DATATYPE_TO_NUMPY_NAME
+from modeldeck_runtime.protocol import DATATYPE_TO_NUMPY_NAME, FLOAT_DATATYPES
 
 DATATYPE_TO_NUMPY: dict[str, np.dtype] = {
     datatype: np.dtype(name) for datatype, name in DATATYPE_TO_NUMPY_NAME.items()
@@ -27,7 +27,6 @@ NUMPY_TO_DATATYPE: dict[np.dtype, str] = {
 # From this size on (measured break-even: ~8-10 KiB), a JSON request is read by simdjson, whose
 # float inputs become arrays without a Python float per value; below it orjson is cheaper.
 LARGE_JSON_BYTES = 16384
-FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 
 # Non-tensor outputs (sklearn's ZipMap probabilities) travel as BYTES, one JSON object per row.
 JSON_CONTENT_TYPE = "json"
@@ -218,8 +217,10 @@ def _large_json_request(body: bytes) -> dict[str, Any] | None:
     if not isinstance(document, simdjson.Object):
         return None
     inputs = document.get("inputs")
+    if not isinstance(inputs, simdjson.Array) or not len(inputs):
+        return None
     plain = _plain_object(document, leave_out="inputs")
-    if plain is None or not isinstance(inputs, simdjson.Array) or not len(inputs):
+    if plain is None:
         return None
     entries = []
     for entry in inputs:

@@ -14,12 +14,12 @@ from modeldeck_runtime.metrics import (
     PredictionTracker,
     VariantMetrics,
 )
+from modeldeck_runtime.protocol import FLOAT_DATATYPES
 from modeldeck_runtime.signature import DYNAMIC, Signature
 
 # Without a profile, the first columns of 2-D float inputs are tracked; more would make each
 # scrape large and the hot path slower for wide models.
 MAX_DEFAULT_FEATURES = 32
-FLOAT_DATATYPES = {"FP16", "FP32", "FP64"}
 
 
 def load_profile(path: Path) -> dict[str, Any] | None:

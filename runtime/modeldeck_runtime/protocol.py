@@ -51,6 +51,9 @@ DATATYPE_TO_NUMPY_NAME: dict[str, str] = {
 
 # --- the route table (PUT /-/routes) -----------------------------------------------------------
 
+# The v2 datatypes of floating-point tensors.
+FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
+
 ROLES = ("primary", "candidate", "shadow")
 # Replicas one route may balance across.
 MAX_UPSTREAMS = 20

@@ -28,12 +28,16 @@ def serving_port_block(size: int = 100) -> str:
     own = os.environ.get("MODELDECK_TEST_PORT_RANGE") or os.environ.get(
         "LOCAL_TARGET_PORT_RANGE", "18100-18999"
     )
-    low, _, high = own.partition("-")
-    for _attempt in range(1000):
-        start = secrets.randbelow((32000 - 20000) // size) * size + 20000
-        if start + size - 1 < int(low) or start > int(high or low):
-            return f"{start}-{start + size - 1}"
-    raise RuntimeError(f"no block of {size} ports in 20000-31999 outside {own}")
+    low, high = (int(part) for part in own.split("-"))
+    starts = [
+        start
+        for start in range(20000, 32000 - size + 1, size)
+        if start + size - 1 < low or start > high
+    ]
+    if not starts:
+        raise RuntimeError(f"no block of {size} ports in 20000-31999 outside {own}")
+    start = secrets.choice(starts)
+    return f"{start}-{start + size - 1}"
 
 
 def free_port() -> int:
