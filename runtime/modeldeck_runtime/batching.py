@@ -1,15 +1,20 @@
 """Opt-in dynamic batching: concurrent requests of one version share one onnxruntime call.
 
 Like Triton's dynamic batcher: a request waits at most `max_delay` seconds for others; when the
-rows waiting reach `max_rows` the batch runs at once. Requests are merged only when their inputs
-agree in everything but the number of rows; each gets its own rows of every output back. If a
-merged run fails (one request's values may be what onnxruntime refuses), each request of the
-batch runs alone, so one caller's bad input never fails another's request.
+rows waiting reach `max_rows` the batch runs at once. With a delay of 0 a request waits for no
+one: the batch holds the requests that arrived in the same turn of the event loop (one read of
+every ready connection), which costs no latency and still merges concurrent callers.
+
+Requests are merged only when their inputs agree in everything but the number of rows; each gets
+its own rows of every output back. If a merged run fails (one request's values may be what
+onnxruntime refuses), each request of the batch runs alone, so one caller's bad input never fails
+another's request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,20 +27,24 @@ Outputs = dict[str, Any]
 Runner = Callable[[Feeds], Awaitable[tuple[Outputs, float]]]
 # record(feeds, outputs, rows of each request, seconds); must not raise
 Recorder = Callable[[Feeds, Outputs, list[int], float], None]
+# done(outputs, None) or done(None, error): called once per request, on the event loop
+Done = Callable[[Outputs | None, Exception | None], None]
+
+logger = logging.getLogger("modeldeck.batching")
 
 
 @dataclass(slots=True)
 class _Waiting:
     feeds: Feeds
     rows: int
-    future: asyncio.Future[Outputs]
+    done: Done
 
 
 @dataclass(slots=True)
 class _Queue:
     waiting: list[_Waiting] = field(default_factory=list)
     rows: int = 0
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
 
 
 class Batcher:
@@ -49,8 +58,9 @@ class Batcher:
         self.queues: dict[tuple[Any, ...], _Queue] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, feeds: Feeds, rows: int) -> Outputs:
-        """This request's outputs, computed in a batch with whatever arrives meanwhile."""
+    def submit(self, feeds: Feeds, rows: int, done: Done) -> None:
+        """Queue one request; done gets its outputs, computed in a batch with whatever arrives
+        meanwhile, or the error of its run."""
         loop = asyncio.get_running_loop()
         layout = tuple(
             (name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items())
@@ -58,14 +68,16 @@ class Batcher:
         queue = self.queues.get(layout)
         if queue is None:
             queue = self.queues[layout] = _Queue()
-        future: asyncio.Future[Outputs] = loop.create_future()
-        queue.waiting.append(_Waiting(feeds, rows, future))
+        queue.waiting.append(_Waiting(feeds, rows, done))
         queue.rows += rows
         if queue.rows >= self.max_rows:
             self._start(layout)
         elif queue.timer is None:
-            queue.timer = loop.call_later(self.max_delay, self._start, layout)
-        return await future
+            queue.timer = (
+                loop.call_later(self.max_delay, self._start, layout)
+                if self.max_delay > 0
+                else loop.call_soon(self._start, layout)
+            )
 
     def _start(self, layout: tuple[Any, ...]) -> None:
         queue = self.queues.pop(layout, None)
@@ -95,19 +107,24 @@ class Batcher:
             return
         self.record(merged, outputs, row_counts, seconds)
         for item, part in zip(waiting, parts, strict=True):
-            if not item.future.done():
-                item.future.set_result(part)
+            _deliver(item, part, None)
 
     async def _run_alone(self, item: _Waiting) -> None:
         try:
             outputs, seconds = await self.run(item.feeds)
         except Exception as error:
-            if not item.future.done():
-                item.future.set_exception(error)
+            _deliver(item, None, error)
             return
         self.record(item.feeds, outputs, [item.rows], seconds)
-        if not item.future.done():
-            item.future.set_result(outputs)
+        _deliver(item, outputs, None)
+
+
+def _deliver(item: _Waiting, outputs: Outputs | None, error: Exception | None) -> None:
+    # One caller's failing callback must not keep the others of its batch from their answers.
+    try:
+        item.done(outputs, error)
+    except Exception:
+        logger.exception("could not deliver a batched answer")
 
 
 def _split(outputs: Outputs, row_counts: list[int]) -> list[Outputs] | None:

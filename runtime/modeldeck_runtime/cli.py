@@ -144,7 +144,8 @@ def serve_parser() -> argparse.ArgumentParser:
         "--batch-max-delay-us",
         type=_positive_int,
         default=int(_env("MODELDECK_BATCH_MAX_DELAY_US", 500)),
-        help="dynamic batching: how long a request may wait for others, in microseconds",
+        help="dynamic batching: how long a request may wait for others, in microseconds "
+        "(0: batch only the requests that arrived in the same turn of the event loop)",
     )
     parser.add_argument(
         "--memory-limit-mb",

@@ -5,6 +5,12 @@ network each write costs as much as a small inference, so this server buffers a 
 writes it once (see bench/RESULTS.md). It implements what the runtime needs and no more: HTTP/1.1
 keep-alive and pipelining, chunked and Content-Length request bodies, `Expect: 100-continue`, a
 body cap, idle timeouts, the lifespan protocol and a graceful drain on SIGTERM.
+
+An app may also offer the direct interface (`DirectApp`): the server hands it each fully
+received request and a function to write the answer with. An app that can answer without
+waiting (the version server's small inferences) then answers inside the parser's callback: no
+task, scope or ASGI messages per request, which is most of what a small request costs besides
+the model. Apps without it (the gateway) are served over ASGI.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import signal
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 import httptools
@@ -24,6 +31,21 @@ import orjson
 logger = logging.getLogger("modeldeck.http")
 
 App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+# write(status, headers, body): the server adds Content-Length (and Connection: close).
+Write = Callable[[int, Headers, bytes], None]
+
+
+@runtime_checkable
+class DirectApp(Protocol):
+    """An ASGI app that also answers whole requests directly (see the module docstring)."""
+
+    def answer(
+        self, method: str, path: str, headers: Headers, body: bytes | None, write: Write
+    ) -> Awaitable[None] | None:
+        """Answer one request by calling write once: before returning, or by the time the
+        returned awaitable is done. body is None when it was larger than the server's cap."""
+
 
 REASONS = {
     100: b"Continue",
@@ -43,6 +65,9 @@ REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
     507: b"Insufficient Storage",
+}
+STATUS_LINES = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in REASONS.items()
 }
 # Pipelined requests beyond this many pause reading until the queue drains.
 MAX_QUEUED_REQUESTS = 32
@@ -84,6 +109,7 @@ class _Request:
     size: int = 0
     complete: bool = False
     keep_alive: bool = True
+    answered: bool = False
 
 
 class _Connection(asyncio.Protocol):
@@ -253,33 +279,118 @@ class _Connection(asyncio.Protocol):
     # request handling
 
     def _enqueue(self, request: _Request) -> None:
+        if self.closed:
+            return
         self.queue.append(request)
         if len(self.queue) > MAX_QUEUED_REQUESTS and self.reading and self.transport:
             self.transport.pause_reading()
             self.reading = False
         if not self.running:
-            self.running = True
-            self.loop.create_task(self._run_queue())
+            if self.server.direct is not None:
+                self._next()
+            else:
+                self.running = True
+                self.loop.create_task(self._run_queue())
 
     async def _run_queue(self) -> None:
+        """Run queued requests through the ASGI app, one after another."""
         try:
             while self.queue and not self.closed:
-                request = self.queue.popleft()
-                if not self.reading and len(self.queue) <= MAX_QUEUED_REQUESTS // 2:
-                    self.reading = True
-                    if self.transport:
-                        self.transport.resume_reading()
+                request = self._pop()
                 keep_alive = await self._run(request)
                 if not keep_alive or (self.closing and not self.queue):
                     self.close()
                     return
         finally:
             self.running = False
+        self._idle()
+
+    def _next(self) -> None:
+        """Answer queued requests through the direct app, in order, until one is answered
+        later; its completion calls this again."""
+        while self.queue and not self.closed:
+            request = self._pop()
+            keep_alive = self._answer(request)
+            if keep_alive is None:
+                self.running = True
+                return
+            if not keep_alive or (self.closing and not self.queue):
+                self.close()
+                return
+        self._idle()
+
+    def _pop(self) -> _Request:
+        request = self.queue.popleft()
+        if not self.reading and len(self.queue) <= MAX_QUEUED_REQUESTS // 2:
+            self.reading = True
+            if self.transport:
+                self.transport.resume_reading()
+        return request
+
+    def _idle(self) -> None:
         if not self.closed:
             if self.closing:
                 self.close()
             else:
                 self._arm_idle_timer()
+
+    def _answer(self, request: _Request) -> bool | None:
+        """Hand a request to the direct app: whether to keep the connection once answered, or
+        None when the app answers later (then `_answered_later` runs when it has)."""
+        assert self.server.direct is not None
+        path = request.target.partition(b"?")[0]
+        chunks = request.chunks
+        body = None
+        if request.size <= self.server.max_body_bytes:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request.chunks = []
+        self.server.in_flight += 1
+        try:
+            pending = self.server.direct(
+                request.method,
+                unquote(path.decode("latin-1")),
+                request.headers,
+                body,
+                partial(self._write_once, request),
+            )
+        except Exception:
+            self.server.in_flight -= 1
+            logger.exception("unhandled error in %s %s", request.method, path)
+            self._write_once(request, 500, [(b"content-type", b"application/json")], INTERNAL_ERROR)
+            return False
+        if pending is None:
+            self.server.in_flight -= 1
+            return request.answered and request.keep_alive and not self.server.exiting
+        # A future (a batched inference) completes without a task of its own; a coroutine
+        # (work on a thread, sibling workers' metrics) runs as one.
+        asyncio.ensure_future(pending).add_done_callback(partial(self._answered_later, request))
+        return None
+
+    def _answered_later(self, request: _Request, pending: asyncio.Future[None]) -> None:
+        self.server.in_flight -= 1
+        self.running = False
+        failed = pending.cancelled() or pending.exception() is not None
+        if failed:
+            if not pending.cancelled():
+                logger.error(
+                    "unhandled error in %s %s",
+                    request.method,
+                    request.target.partition(b"?")[0],
+                    exc_info=pending.exception(),
+                )
+            self._write_once(request, 500, [(b"content-type", b"application/json")], INTERNAL_ERROR)
+        keep_alive = (
+            not failed and request.answered and request.keep_alive and not self.server.exiting
+        )
+        if not keep_alive or (self.closing and not self.queue):
+            self.close()
+            return
+        self._next()
+
+    def _write_once(self, request: _Request, status: int, headers: Headers, body: bytes) -> None:
+        if not request.answered:
+            request.answered = True
+            self._write(request, status, headers, body)
 
     async def _run(self, request: _Request) -> bool:
         path, _, query = request.target.partition(b"?")
@@ -298,7 +409,8 @@ class _Connection(asyncio.Protocol):
             "headers": request.headers,
         }
         body_sent = False
-        response: list[Any] = []
+        start: dict[str, Any] | None = None
+        parts: list[bytes] = []
 
         async def receive() -> dict[str, Any]:
             nonlocal body_sent
@@ -312,42 +424,36 @@ class _Connection(asyncio.Protocol):
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
+            nonlocal start
             if message["type"] == "http.response.start":
-                response.append(message)
-            elif message["type"] == "http.response.body":
-                response.append(message.get("body", b""))
+                start = message
+            elif message["type"] == "http.response.body" and start is not None:
+                parts.append(message.get("body", b""))
                 if not message.get("more_body", False):
-                    self._write(request, response)
+                    self._write(request, start["status"], start.get("headers", []), b"".join(parts))
 
         self.server.in_flight += 1
         try:
             await self.server.app(scope, receive, send)
         except Exception:
             logger.exception("unhandled error in %s %s", request.method, scope["path"])
-            if not response:
-                self._write(
-                    request,
-                    [{"status": 500, "headers": [(b"content-type", b"application/json")]},
-                     INTERNAL_ERROR],
-                )  # fmt: skip
+            if start is None:
+                self._write(request, 500, [(b"content-type", b"application/json")], INTERNAL_ERROR)
             return False
         finally:
             self.server.in_flight -= 1
-        if not response:
+        if start is None:
             return False
         # A request answered before its body arrived (413) is kept alive only if the rest of
         # the body is still read and dropped by the parser, which it is.
         return request.keep_alive and not self.server.exiting
 
-    def _write(self, request: _Request, response: list[Any]) -> None:
+    def _write(self, request: _Request, status: int, headers: Headers, body: bytes) -> None:
         if self.transport is None or self.closed:
             return
-        start = response[0]
-        status = start["status"]
-        body = b"".join(response[1:])
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+        head = [STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
         has_length = False
-        for name, value in start.get("headers", []):
+        for name, value in headers:
             if name.lower() == b"content-length":
                 has_length = True
                 if int(value) != len(body):
@@ -445,6 +551,8 @@ class HttpServer:
         unix_path: str | None = None,
     ) -> None:
         self.app = app
+        # Whole requests go to the app's direct interface when it has one (module docstring).
+        self.direct = app.answer if isinstance(app, DirectApp) else None
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes

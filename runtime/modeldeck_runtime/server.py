@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -35,6 +36,7 @@ from modeldeck_runtime.asgi import (
 )
 from modeldeck_runtime.batching import Batcher
 from modeldeck_runtime.codec import (
+    InferRequest,
     NonFinite,
     RequestError,
     encode_infer_response,
@@ -42,6 +44,7 @@ from modeldeck_runtime.codec import (
     load_json,
     parse_infer_request,
 )
+from modeldeck_runtime.httpserver import Write
 from modeldeck_runtime.metrics import CONTENT_TYPE, ServingMetrics, merge_expositions
 from modeldeck_runtime.profile import configure_tracking, load_profile
 from modeldeck_runtime.signature import (
@@ -63,6 +66,7 @@ OUT_OF_MEMORY = "this inference needs more memory than this server may use; send
 
 # Small batches run on the event loop: a hop to a worker thread costs more than they do.
 INLINE_ELEMENTS = 16384
+INFER_ACTIONS = frozenset({"infer", "invocations"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,27 @@ class LoadedModel:
     signature: Signature
     output_names: list[str]
     metadata: bytes
+
+
+@dataclass(slots=True)
+class _Call:
+    """One inference request, read and checked against the model it will run on."""
+
+    model: LoadedModel
+    feeds: dict[str, np.ndarray]
+    rows: int
+    wanted: list[str]
+    request: InferRequest | None  # None for /invocations
+
+
+@dataclass(slots=True)
+class _Reply:
+    """Where and how an inference's answer goes, and when its request arrived."""
+
+    headers: Headers
+    response_headers: Headers
+    write: Write
+    started: float
 
 
 class VersionServer:
@@ -245,39 +270,102 @@ class VersionServer:
             await run_lifespan(receive, send, self._startup, self._shutdown)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one HTTP request."""
+        """Answer one HTTP request over ASGI (under uvicorn): read an inference's body, then
+        answer exactly as the direct interface does."""
         headers: Headers = scope["headers"]
+        method, path = scope["method"], scope["path"]
+        body: bytes | RequestError = b""
+        if self._takes_body(method, path, headers):
+            started = perf_counter()
+            try:
+                body = await read_body(headers, receive, self.settings.max_body_bytes)
+            except ClientDisconnected:
+                self.series.record_request(499, perf_counter() - started)
+                return
+            except RequestError as error:
+                # After a 413, uvicorn reads and drops the rest of the body, so the client sees
+                # the answer instead of a reset connection.
+                body = error
+        answers: list[tuple[int, Headers, bytes]] = []
+
+        def write(status: int, response_headers: Headers, answer: bytes) -> None:
+            answers.append((status, response_headers, answer))
+
+        pending = self._answer(method, path, headers, body, write)
+        if pending is not None:
+            await pending
+        status, response_headers, answer = answers[0]
+        await respond(send, status, answer, response_headers)
+
+    def answer(
+        self, method: str, path: str, headers: Headers, body: bytes | None, write: Write
+    ) -> Awaitable[None] | None:
+        """Answer one whole request through write(status, headers, body), the built-in HTTP
+        server's direct interface: before returning when nothing has to wait (every route but
+        an inference that is batched or large enough for a worker thread), else by the time the
+        returned awaitable is done. body is None when it was larger than the server's cap."""
+        limit = self.settings.max_body_bytes
+        if body is None or len(body) > limit:
+            return self._answer(
+                method,
+                path,
+                headers,
+                RequestError(f"request body is larger than the limit of {limit} bytes", 413),
+                write,
+            )
+        return self._answer(method, path, headers, body, write)
+
+    def _takes_body(self, method: str, path: str, headers: Headers) -> bool:
+        try:
+            return self._route(method, path, headers, []) in INFER_ACTIONS
+        except RequestError:
+            return False
+
+    def _route(self, method: str, path: str, headers: Headers, response_headers: Headers) -> str:
+        """The action of a request, or the 404/405 that says why there is none."""
+        route = self.routes.get(path.rstrip("/") or "/") or self._versioned_route(path)
+        allowed, action = route
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            response_headers.append(
+                (b"allow", b"GET, HEAD" if allowed == "GET" else allowed.encode())
+            )
+            raise RequestError(f"method {method} is not allowed on {path}", 405)
+        pinned = header(headers, b"x-model-version")
+        if pinned is not None:
+            self._check_version(pinned.decode(errors="replace").strip())
+        return action
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | RequestError,
+        write: Write,
+    ) -> Awaitable[None] | None:
         response_headers = [
             JSON_TYPE,
             (b"x-request-id", request_id(header(headers, b"x-request-id")).encode()),
             self.version_header,
         ]
-        path = scope["path"]
         try:
-            route = self.routes.get(path.rstrip("/") or "/") or self._versioned_route(path)
-            method, action = route
-            if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
-                response_headers.append(
-                    (b"allow", b"GET, HEAD" if method == "GET" else method.encode())
-                )
-                raise RequestError(f"method {scope['method']} is not allowed on {path}", 405)
-            pinned = header(headers, b"x-model-version")
-            if pinned is not None:
-                self._check_version(pinned.decode(errors="replace").strip())
-            if action in ("infer", "invocations"):
-                await self.infer(headers, receive, send, response_headers, action)
-                return
+            action = self._route(method, path, headers, response_headers)
+            if action in INFER_ACTIONS:
+                return self.infer(headers, body, response_headers, action, write)
             if action == "metrics" and self.settings.sibling_sockets:
                 response_headers[0] = (b"content-type", CONTENT_TYPE.encode())
-                status, body = 200, await self._all_workers_metrics(headers)
-                body = compress_response(headers, body, response_headers)
-                await respond(send, status, body, response_headers)
-                return
-            status, body = self._answer_get(action, response_headers)
+                return self._answer_all_metrics(headers, response_headers, write)
+            status, answer = self._answer_get(action, response_headers)
         except RequestError as error:
-            status, body = error.status, error_body(error.message)
-        body = compress_response(headers, body, response_headers)
-        await respond(send, status, body, response_headers)
+            status, answer = error.status, error_body(error.message)
+        _write_compressed(write, headers, status, answer, response_headers)
+        return None
+
+    async def _answer_all_metrics(
+        self, headers: Headers, response_headers: Headers, write: Write
+    ) -> None:
+        answer = await self._all_workers_metrics(headers)
+        _write_compressed(write, headers, 200, answer, response_headers)
 
     def _versioned_route(self, path: str) -> tuple[str, str]:
         """The route of `/v2/models/{m}/versions/{v}[/ready|/infer]`, or a 404 that says why."""
@@ -347,57 +435,116 @@ class VersionServer:
             raise RequestError("the model is still loading", 503)
         return 200, model.metadata
 
-    async def infer(
-        self, headers: Headers, receive: Receive, send: Send, response_headers: Headers, action: str
-    ) -> None:
-        """Answer one inference request (v2 infer or /invocations) and count it."""
-        series = self.series
-        series.in_flight += 1
+    def infer(
+        self,
+        headers: Headers,
+        body: bytes | RequestError,
+        response_headers: Headers,
+        action: str,
+        write: Write,
+    ) -> Awaitable[None] | None:
+        """Answer one inference request (v2 infer or /invocations) and count it: at once when
+        it runs on the event loop, else by the time the returned awaitable is done (batched, or
+        large enough for a worker thread)."""
+        self.series.in_flight += 1
         started = perf_counter()
         try:
-            status, body = await self._infer(headers, receive, response_headers, action)
-        except ClientDisconnected:
-            series.in_flight -= 1
-            series.record_request(499, perf_counter() - started)
-            return
-        except RequestError as error:
-            # After a 413, uvicorn reads and drops the rest of the body, so the client sees the
-            # answer instead of a reset connection.
-            status, body = error.status, error_body(error.message)
+            call = self._prepare(headers, body, action)
+            if self.batcher is not None and call.rows < self.settings.batch_max_rows:
+                answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                reply = _Reply(headers, response_headers, write, started)
+                self.batcher.submit(
+                    call.feeds, call.rows, partial(self._batched, call, reply, answered)
+                )
+                return answered
+            names = self._names(call)
+            if sum(array.size for array in call.feeds.values()) > INLINE_ELEMENTS:
+                reply = _Reply(headers, response_headers, write, started)
+                return self._infer_on_thread(call, names, reply)
+            outputs, seconds = _run_inline(call.model, names, call.feeds)
+            self._check_output_size(outputs)
+            self._record(call.feeds, outputs, [call.rows], seconds)
+            status, answer = self._encode(call, outputs, response_headers)
         except Exception as error:
-            logger.exception("inference failed")
-            status, body = 500, error_body(f"inference failed: {error}")
-        series.in_flight -= 1
-        body = compress_response(headers, body, response_headers)
-        await respond(send, status, body, response_headers)
-        series.record_request(status, perf_counter() - started)
+            status, answer = _failure(error)
+        self._reply(_Reply(headers, response_headers, write, started), status, answer)
+        return None
 
-    async def _infer(
-        self, headers: Headers, receive: Receive, response_headers: Headers, action: str
-    ) -> tuple[int, bytes]:
+    def _batched(
+        self,
+        call: _Call,
+        reply: _Reply,
+        answered: asyncio.Future[None],
+        outputs: dict[str, Any] | None,
+        error: Exception | None,
+    ) -> None:
+        """The batcher's answer for one request."""
+        try:
+            if error is not None:
+                raise error
+            assert outputs is not None
+            self._check_output_size(outputs)
+            status, answer = self._encode(call, outputs, reply.response_headers)
+        except Exception as failure:
+            status, answer = _failure(failure)
+        self._reply(reply, status, answer)
+        if not answered.done():
+            answered.set_result(None)
+
+    async def _infer_on_thread(self, call: _Call, names: list[str], reply: _Reply) -> None:
+        try:
+            outputs, seconds = await self._session_run(call.model, names, call.feeds)
+            self._check_output_size(outputs)
+            self._record(call.feeds, outputs, [call.rows], seconds)
+            status, answer = self._encode(call, outputs, reply.response_headers)
+        except Exception as error:
+            status, answer = _failure(error)
+        self._reply(reply, status, answer)
+
+    def _reply(self, reply: _Reply, status: int, answer: bytes) -> None:
+        """Write an inference's answer and count it."""
+        series = self.series
+        series.in_flight -= 1
+        _write_compressed(reply.write, reply.headers, status, answer, reply.response_headers)
+        series.record_request(status, perf_counter() - reply.started)
+
+    def _prepare(self, headers: Headers, body: bytes | RequestError, action: str) -> _Call:
+        """Read and check a request against the model: its feeds, rows and wanted outputs."""
         settings = self.settings
         model = self.model
         if model is None:
             raise RequestError("the model is still loading", 503)
-        body = decode_body(
-            headers,
-            await read_body(headers, receive, settings.max_body_bytes),
-            settings.max_body_bytes,
-        )
+        if isinstance(body, RequestError):
+            raise body
+        body = decode_body(headers, body, settings.max_body_bytes)
         if action == "infer":
             request = parse_infer_request(body, _header_length(headers))
             feeds, rows = bind_request(model.signature, request, settings.max_rows)
             wanted = request.outputs if request.outputs is not None else model.output_names
-        else:
-            feeds, rows = bind_invocation(model.signature, load_json(body), settings.max_rows)
-            wanted = model.output_names
-        outputs = await self._run(model, feeds, wanted, rows)
-        if action == "infer":
+            return _Call(model, feeds, rows, wanted, request)
+        feeds, rows = bind_invocation(model.signature, load_json(body), settings.max_rows)
+        return _Call(model, feeds, rows, model.output_names, None)
+
+    def _names(self, call: _Call) -> list[str]:
+        """The outputs to compute: those wanted, and the one whose predictions are counted."""
+        names = list(call.wanted)
+        prediction = self.series.prediction
+        if prediction is not None and prediction.output not in names:
+            # the prediction output is always computed so that its metrics stay complete
+            names.append(prediction.output)
+        return names
+
+    def _encode(
+        self, call: _Call, outputs: dict[str, Any], response_headers: Headers
+    ) -> tuple[int, bytes]:
+        settings = self.settings
+        request = call.request
+        if request is not None:
             answer, header_length = encode_infer_response(
                 model_name=settings.model_name,
                 model_version=settings.model_version,
                 request_id=request.id,
-                outputs=[(name, outputs[name], request.wants_binary(name)) for name in wanted],
+                outputs=[(name, outputs[name], request.wants_binary(name)) for name in call.wanted],
             )
             if header_length is not None:
                 response_headers.append(
@@ -406,46 +553,25 @@ class VersionServer:
             return 200, answer
         nonfinite = NonFinite()
         document = {
-            "outputs": {name: nonfinite.hold(invocation_value(outputs[name])) for name in wanted}
+            "outputs": {
+                name: nonfinite.hold(invocation_value(outputs[name])) for name in call.wanted
+            }
         }
         return 200, nonfinite.dumps(document)
-
-    async def _run(
-        self, model: LoadedModel, feeds: dict[str, np.ndarray], wanted: list[str], rows: int
-    ) -> dict[str, Any]:
-        batcher = self.batcher
-        if batcher is not None and rows < self.settings.batch_max_rows:
-            outputs = await batcher.submit(feeds, rows)
-            self._check_output_size(outputs)
-            return outputs
-        names = list(wanted)
-        prediction = self.series.prediction
-        if prediction is not None and prediction.output not in names:
-            # the prediction output is always computed so that its metrics stay complete
-            names.append(prediction.output)
-        outputs, seconds = await self._session_run(model, names, feeds)
-        self._check_output_size(outputs)
-        self._record(feeds, outputs, [rows], seconds)
-        return outputs
 
     async def _session_run(
         self, model: LoadedModel, names: list[str], feeds: dict[str, np.ndarray]
     ) -> tuple[dict[str, Any], float]:
-        elements = sum(array.size for array in feeds.values())
+        """Run onnxruntime: on the event loop when small, else on a worker thread."""
+        if sum(array.size for array in feeds.values()) <= INLINE_ELEMENTS:
+            return _run_inline(model, names, feeds)
+        loop = asyncio.get_running_loop()
         try:
-            if elements <= INLINE_ELEMENTS:
-                values, seconds = _timed_run(model.session, names, feeds)
-            else:
-                loop = asyncio.get_running_loop()
-                values, seconds = await loop.run_in_executor(
-                    self.executor, _timed_run, model.session, names, feeds
-                )
-        except MemoryError:
-            raise RequestError(OUT_OF_MEMORY, 507) from None
+            values, seconds = await loop.run_in_executor(
+                self.executor, _timed_run, model.session, names, feeds
+            )
         except Exception as error:
-            if _is_allocation_failure(error):
-                raise RequestError(OUT_OF_MEMORY, 507) from None
-            raise
+            raise _refusal(error) from None
         return dict(zip(names, values, strict=True)), seconds
 
     async def _batch_run(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, Any], float]:
@@ -493,6 +619,23 @@ async def _fetch_local_metrics(path: str) -> bytes:
     return body
 
 
+def _run_inline(
+    model: LoadedModel, names: list[str], feeds: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], float]:
+    try:
+        values, seconds = _timed_run(model.session, names, feeds)
+    except Exception as error:
+        raise _refusal(error) from None
+    return dict(zip(names, values, strict=True)), seconds
+
+
+def _refusal(error: Exception) -> Exception:
+    """What a failed onnxruntime call becomes: a 507 when it ran out of memory."""
+    if isinstance(error, MemoryError) or _is_allocation_failure(error):
+        return RequestError(OUT_OF_MEMORY, 507)
+    return error
+
+
 def _is_allocation_failure(error: Exception) -> bool:
     """onnxruntime reports a failed allocation as a RuntimeException naming it."""
     text = str(error).lower()
@@ -505,6 +648,20 @@ def _is_allocation_failure(error: Exception) -> bool:
             "exceeds the supported maximum",
         )
     )
+
+
+def _failure(error: Exception) -> tuple[int, bytes]:
+    """The answer to an inference that failed: its client error, or a logged 500."""
+    if isinstance(error, RequestError):
+        return error.status, error_body(error.message)
+    logger.error("inference failed", exc_info=error)
+    return 500, error_body(f"inference failed: {error}")
+
+
+def _write_compressed(
+    write: Write, headers: Headers, status: int, body: bytes, response_headers: Headers
+) -> None:
+    write(status, response_headers, compress_response(headers, body, response_headers))
 
 
 def _timed_run(

@@ -3,8 +3,11 @@ gets exactly its own answer and its own row count in the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
+import time
 
 import numpy as np
 import onnxruntime
@@ -133,5 +136,115 @@ def test_when_a_merged_run_fails_each_request_runs_alone(tmp_path):
             assert answer["outputs"][0]["data"] == [2.0 * index, 2.0 * index + 1]
         samples = scrape(server.url)
         assert metric(samples, "modeldeck_batch_rows_count") == 4
+    finally:
+        server.stop()
+
+
+def test_with_no_delay_a_batch_holds_the_requests_of_one_event_loop_turn():
+    """Delay 0: requests submitted in the same turn of the loop share one run; one submitted
+    after that turn runs on its own, and nobody waits for a timer."""
+    from modeldeck_runtime.batching import Batcher
+
+    runs: list[int] = []
+    recorded: list[list[int]] = []
+
+    async def run(feeds):
+        runs.append(feeds["X"].shape[0])
+        return {"double": feeds["X"] * 2}, 0.0
+
+    async def scenario() -> list[tuple[np.ndarray | None, Exception | None]]:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(run, lambda f, o, rows, s: recorded.append(rows), 64, 0.0)
+        answers: list[tuple[np.ndarray | None, Exception | None]] = [None] * 4  # type: ignore[list-item]
+        done = [loop.create_future() for _ in range(4)]
+
+        def answer(index: int):
+            def deliver(outputs, error):
+                answers[index] = (None if outputs is None else outputs["double"], error)
+                done[index].set_result(None)
+
+            return deliver
+
+        for index in range(3):
+            batcher.submit(
+                {"X": np.full((index + 1, 2), index, dtype=np.float32)}, index + 1, answer(index)
+            )
+        await asyncio.gather(*done[:3])
+        batcher.submit({"X": np.full((1, 2), 7, dtype=np.float32)}, 1, answer(3))
+        await done[3]
+        return answers
+
+    started = time.perf_counter()
+    answers = asyncio.run(scenario())
+    assert runs == [6, 1]
+    assert recorded == [[1, 2, 3], [1]]
+    for index in range(3):
+        outputs, error = answers[index]
+        assert error is None
+        assert np.array_equal(outputs, np.full((index + 1, 2), 2 * index, dtype=np.float32))
+    assert np.array_equal(answers[3][0], np.full((1, 2), 14, dtype=np.float32))
+    assert time.perf_counter() - started < 5
+
+
+def test_with_no_delay_concurrent_connections_share_runs_and_get_their_own_answers(mlp_dir):
+    server = start_server(
+        mlp_dir, "mlp", "mlp:1", "--batch-max-rows", "64", "--batch-max-delay-us", "0"
+    )
+    session = onnxruntime.InferenceSession(str(mlp_dir / "model.onnx"))
+    generator = np.random.default_rng(11)
+    try:
+        sent = 0
+        for _attempt in range(5):
+            # 16 connections each send all of a request but its last byte; then the last bytes
+            # go out together, so the server finds several requests complete in one read.
+            inputs = [
+                generator.standard_normal((1, MLP_INPUTS)).astype(np.float32) for _ in range(16)
+            ]
+            bodies = [
+                json.dumps(
+                    {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, MLP_INPUTS],
+                                 "data": rows.ravel().tolist()}],
+                     "outputs": [{"name": "value"}]}
+                ).encode()
+                for rows in inputs
+            ]  # fmt: skip
+            raws = [
+                b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+                for body in bodies
+            ]
+            connections = [
+                socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in raws
+            ]
+            try:
+                for connection, raw in zip(connections, raws, strict=True):
+                    connection.sendall(raw[:-1])
+                time.sleep(0.2)
+                for connection, raw in zip(connections, raws, strict=True):
+                    connection.sendall(raw[-1:])
+                for connection, rows in zip(connections, inputs, strict=True):
+                    buffer = b""
+                    while b"\r\n\r\n" not in buffer or not buffer.endswith(b"}"):
+                        chunk = connection.recv(65536)
+                        assert chunk
+                        buffer += chunk
+                    head, _, payload = buffer.partition(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 OK")
+                    (output,) = json.loads(payload)["outputs"]
+                    expected = session.run(["value"], {"X": rows})[0]
+                    assert np.array_equal(
+                        np.array(output["data"], dtype=np.float32), expected.ravel()
+                    )
+            finally:
+                for connection in connections:
+                    connection.close()
+            sent += len(raws)
+            samples = scrape(server.url)
+            if metric(samples, "modeldeck_inference_duration_seconds_count") < sent:
+                break
+        assert metric(samples, "modeldeck_requests_total", outcome="success") == sent
+        assert metric(samples, "modeldeck_batch_rows_count") == sent
+        calls = metric(samples, "modeldeck_inference_duration_seconds_count")
+        assert calls < sent, "no two requests shared an onnxruntime call"
     finally:
         server.stop()
