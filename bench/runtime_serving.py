@@ -10,9 +10,10 @@ through its Python backend (targets `triton` and, with --batch-max-rows, `triton
 answers are checked against the version server's before measuring. Other options: --skip-triton,
 --triton-install-timeout SECONDS, --skip-mlflow, --mlflow-install-timeout SECONDS,
 --workers N (also a version server with N processes on its port; default 2),
---batch-max-rows N (also one with dynamic batching of N rows, 200 µs delay, and one with both the
-workers and batching; default 64), --models, --rows, --connections (comma-separated subsets, for
-short runs).
+--batch-max-rows N (also one with dynamic batching of N rows, and one with both the workers and
+batching; default 64), --batch-delay-us D (how long a request may wait for others in a batch, for
+the version server and Triton alike; default 0: each batches what is queued at the time),
+--models, --rows, --connections (comma-separated subsets, for short runs).
 """
 
 from __future__ import annotations
@@ -257,7 +258,9 @@ def raw_onnxruntime(path: Path, rows: np.ndarray, seconds: float) -> dict[str, f
     }
 
 
-def start_runtime(models: dict[str, Path], workers: int, batch_rows: int) -> dict[str, Process]:
+def start_runtime(
+    models: dict[str, Path], workers: int, batch_rows: int, batch_delay_us: int
+) -> dict[str, Process]:
     """Floor, one version server per model (and one with `workers` processes sharing its port)
     and one gateway per model."""
     python = sys.executable
@@ -279,7 +282,9 @@ def start_runtime(models: dict[str, Path], workers: int, batch_rows: int) -> dic
         )  # fmt: skip
 
     workers_options = ("--workers", str(workers))
-    batching_options = ("--batch-max-rows", str(batch_rows), "--batch-max-delay-us", "200")
+    batching_options = (
+        "--batch-max-rows", str(batch_rows), "--batch-max-delay-us", str(batch_delay_us)
+    )  # fmt: skip
     for name, folder in models.items():
         processes[f"server-{name}"] = version_server(folder, name)
         if workers > 1:
@@ -425,10 +430,10 @@ class TritonPythonModel:
 TRITON_TYPES = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.int64): "TYPE_INT64"}
 
 
-def triton_config(name: str, onnx_path: Path, batch_rows: int) -> str:
+def triton_config(name: str, onnx_path: Path, batch_rows: int, batch_delay_us: int) -> str:
     """config.pbtxt for a Python-backend model serving onnx_path: max_batch_size 0 with [-1, F]
     shapes (the v2 payload the version server takes), or dynamic batching of batch_rows rows
-    (200 µs delay, like the version server's --batch-max-rows/--batch-max-delay-us), where Triton
+    (batch_delay_us, like the version server's --batch-max-rows/--batch-max-delay-us), where Triton
     adds the batch dimension itself so the payload stays the same."""
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     width = session.get_inputs()[0].shape[1]
@@ -464,12 +469,12 @@ def triton_config(name: str, onnx_path: Path, batch_rows: int) -> str:
         f'parameters {{ key: "onnx_path" value: {{ string_value: "{onnx_path}" }} }}',
     ]
     if batch_rows:
-        lines.append("dynamic_batching { max_queue_delay_microseconds: 200 }")
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {batch_delay_us} }}")
     return "\n".join(lines) + "\n"
 
 
 def triton_targets(
-    models: dict[str, Path], timeout: float, batch_rows: int
+    models: dict[str, Path], timeout: float, batch_rows: int, batch_delay_us: int
 ) -> tuple[dict[str, Process], str, str]:
     """Install the nvidia-pytriton wheel (only for the tritonserver binary, its Python backend and
     backend stubs; PyTriton's own Python proxy is not used) into its own venv, and start one
@@ -541,7 +546,7 @@ def triton_targets(
                     TRITON_MODEL_PY.replace("@SITE_PACKAGES@", repr(str(packages)))
                 )
                 (model / "config.pbtxt").write_text(
-                    triton_config(name, folder / "model.onnx", rows)
+                    triton_config(name, folder / "model.onnx", rows, batch_delay_us)
                 )
                 port, metrics_port = free_port(), free_port()
                 processes[f"{variant}-{name}"] = Process(
@@ -659,6 +664,12 @@ def main() -> int:
         default=64,
         help="also measure a version server with dynamic batching of this many rows (0: not)",
     )
+    parser.add_argument(
+        "--batch-delay-us",
+        type=int,
+        default=0,
+        help="how long a batched request may wait for others (version server and Triton)",
+    )
     parser.add_argument("--models", default="iris,mlp", help="comma-separated: iris, mlp")
     parser.add_argument("--rows", default="1,64", help="comma-separated row counts")
     parser.add_argument("--connections", default="1,16", help="comma-separated")
@@ -681,7 +692,9 @@ def main() -> int:
             results[("onnxruntime", model, count, 1)] = raw_onnxruntime(
                 folder, rows_for(model, count), arguments.duration
             )
-    processes = start_runtime(models, arguments.workers, arguments.batch_max_rows)
+    processes = start_runtime(
+        models, arguments.workers, arguments.batch_max_rows, arguments.batch_delay_us
+    )
     triton_how, triton_note = "", "skipped (--skip-triton)"
     try:
         if not arguments.skip_triton:
@@ -690,7 +703,7 @@ def main() -> int:
             batch_rows = arguments.batch_max_rows
             batch_rows = batch_rows if batch_rows >= max(row_counts) else 0
             triton, triton_how, triton_note = triton_targets(
-                models, arguments.triton_install_timeout, batch_rows
+                models, arguments.triton_install_timeout, batch_rows, arguments.batch_delay_us
             )
             processes |= triton
             for key, process in triton.items():
