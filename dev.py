@@ -378,12 +378,14 @@ def runs_in_one_process(arguments: list[str]) -> bool:
 
 
 def pytest_arguments(arguments: list[str], cpus: int | None, addopts: str = "") -> list[str]:
-    """`arguments` with `-n N` in front (N = the cores, at most MAX_TEST_WORKERS) unless the run
-    must stay in one process (see runs_in_one_process) or there is only one core."""
+    """`arguments` with `-n N --dist loadgroup` in front (N = the cores, at most
+    MAX_TEST_WORKERS) unless the run must stay in one process (see runs_in_one_process) or there
+    is only one core. loadgroup keeps tests of one `xdist_group` on one worker, in file order:
+    the browser journeys of a module build on each other."""
     workers = min(cpus or 1, MAX_TEST_WORKERS)
     if workers < 2 or runs_in_one_process([*shlex.split(addopts), *arguments]):
         return arguments
-    return ["-n", str(workers), *arguments]
+    return ["-n", str(workers), "--dist", "loadgroup", *arguments]
 
 
 def test(arguments: list[str]) -> int:

@@ -19,7 +19,8 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import login, snap
 from tests.registry import onnx_files
 
-pytestmark = pytest.mark.browser
+# One xdist group: the journeys build on each other, so one worker runs them all, in order.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("journey-model-to-endpoint")]
 
 MODEL = "e2e-iris"
 ENDPOINT = "e2e-iris-live"
