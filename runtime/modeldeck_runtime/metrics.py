@@ -80,9 +80,9 @@ class Histogram:
     def observe_many(self, values: np.ndarray) -> None:
         """Count every finite value of an array."""
         if values.size <= SMALL_BATCH:
-            for value in values.ravel().tolist():
-                if math.isfinite(value):
-                    self.observe(value)
+            # all checked before any is counted: values that are not numbers change nothing
+            for value in [value for value in values.ravel().tolist() if math.isfinite(value)]:
+                self.observe(value)
             return
         values = np.asarray(values, dtype=np.float64).ravel()
         values = values[np.isfinite(values)]
@@ -140,19 +140,8 @@ class FeatureGroup:
         self.owner: VariantMetrics | None = None
 
     def observe(self, array: np.ndarray) -> None:
-        """Count the feature values of one batch of this input."""
-        self.observe_many([array])
-
-    def observe_many(self, arrays: list[np.ndarray]) -> None:
-        """Count the feature values of batches of this input, in one pass when they join."""
-        joined = join(arrays)
-        if joined is None:
-            for array in arrays:
-                self._observe_joined(array)
-        else:
-            self._observe_joined(joined)
-
-    def _observe_joined(self, array: np.ndarray) -> None:
+        """Count the feature values of one batch of this input (or of batches joined); a batch
+        that cannot be counted raises and changes nothing."""
         if self.columns is None:
             matrix = array.reshape(-1, 1)
         else:
@@ -257,19 +246,7 @@ class CategoryCounter:
         return zip(values[order].tolist(), tallies[order].tolist(), strict=True)
 
     def observe(self, array: np.ndarray) -> None:
-        """Count the feature's column of one batch of its input."""
-        self.observe_many([array])
-
-    def observe_many(self, arrays: list[np.ndarray]) -> None:
-        """Count the feature's column of batches of its input, in order, together when they join."""
-        joined = join(arrays)
-        if joined is None:
-            for array in arrays:
-                self._observe_joined(array)
-        else:
-            self._observe_joined(joined)
-
-    def _observe_joined(self, array: np.ndarray) -> None:
+        """Count the feature's column of one batch of its input (or of batches joined)."""
         if self.column is None:
             self.observe_labels(array)
         elif array.ndim >= 2 and array.size:
@@ -294,22 +271,8 @@ class PredictionTracker:
         self.classes = CategoryCounter("prediction", None, None, classes or [])
         self.values = Histogram(bounds or VALUE_BUCKETS)
 
-    def observe(self, outputs: dict[str, Any]) -> None:
-        """Count the predictions of one batch."""
-        value = outputs.get(self.output)
-        if isinstance(value, np.ndarray) and value.size:
-            self.observe_many([value])
-
-    def observe_many(self, values: list[np.ndarray]) -> None:
-        """Count the predictions of batches (arrays of this output), in order."""
-        joined = join(values)
-        if joined is None:
-            for value in values:
-                self._observe_joined(value)
-        else:
-            self._observe_joined(joined)
-
-    def _observe_joined(self, value: np.ndarray) -> None:
+    def observe_value(self, value: np.ndarray) -> None:
+        """Count one array of this output (of one batch or of batches joined)."""
         if self.kind == "categorical":
             self.classes.observe_labels(prediction_labels(value))
         else:
@@ -355,20 +318,28 @@ def _runs(arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
     return [arrays]
 
 
-def _observe_pending(observe: Callable[[list[np.ndarray]], None], arrays: list[np.ndarray]) -> None:
-    """Count pending batches with one tracker; if they cannot be counted (a profile reading
-    numbers from strings, say), count them one by one so that only the bad ones are lost."""
+def observe_batches(observe: Callable[[np.ndarray], None], arrays: list[np.ndarray]) -> None:
+    """Count batches (arrays of one input or output, in order) with one tracker's observe: in
+    one pass over them joined when they join, else one by one. observe changes nothing when it
+    raises, so a batch that cannot be counted (a numeric profile over strings, say) loses only
+    its own counts, and is logged rather than raised to the reader that flushed."""
     for run in _runs(arrays):
-        try:
-            observe(run)
-        except Exception:
-            lost = 0
-            for array in run:
-                try:
-                    observe([array])
-                except Exception:
-                    lost += 1
-            logger.exception("could not count %d of %d batches", lost, len(run))
+        joined = join(run)
+        if joined is not None and len(run) > 1:
+            try:
+                observe(joined)
+            except Exception:
+                logger.debug("counting %d batches one by one to find those that fail", len(run))
+            else:
+                continue
+        lost: list[Exception] = []
+        for array in run:
+            try:
+                observe(array)
+            except Exception as error:
+                lost.append(error)
+        if lost:
+            logger.error("could not count %d of %d batches", len(lost), len(run), exc_info=lost[0])
 
 
 class VariantMetrics:
@@ -488,11 +459,11 @@ class VariantMetrics:
             arrays = pending.copy()
             pending.clear()
             for group in groups:
-                _observe_pending(group.observe_many, arrays)
+                observe_batches(group.observe, arrays)
             for counter in counters:
-                _observe_pending(counter.observe_many, arrays)
+                observe_batches(counter.observe, arrays)
         if predictions and self._prediction is not None:
-            _observe_pending(self._prediction.observe_many, predictions)
+            observe_batches(self._prediction.observe_value, predictions)
 
 
 class ShadowMetrics:
