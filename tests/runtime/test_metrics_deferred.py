@@ -59,6 +59,9 @@ PREDICTIONS: dict[str, tuple[str, str, list[str], list[float] | None]] = {
     "value": ("value", "numeric", [], [0.0, 0.5, 2.0, 10.0]),  # a regressor
     "signed": ("value", "numeric", [], None),  # a regressor, buckets below zero (no _sum)
 }
+# rows of float64 X (6 columns) more than PENDING_BYTES on their own: counted at once
+HUGE_ROWS = PENDING_BYTES // 48 + 1000
+ON_BOUNDS = [-1000.0, -10.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 1000.0]
 FAMILIES = (
     "modeldeck_inference_duration_seconds",
     "modeldeck_batch_rows",
@@ -271,17 +274,20 @@ def random_batch(generator: np.random.Generator, index: int) -> tuple[dict, dict
         rows = int(generator.integers(1, 9))
     elif draw < 0.9:
         rows = int(generator.integers(9, 65))
-    elif draw < 0.995:
+    elif draw < 0.998:
         rows = int(generator.integers(65, 301))
     else:
-        rows = 6000  # more than PENDING_BYTES on its own: counted at once
+        rows = HUGE_ROWS
     shape = generator.random()
     width = 3 if shape < 0.08 else 6
     numbers = generator.standard_normal((rows, width)) * generator.choice([0.3, 3.0, 300.0])
     numbers[generator.random((rows, width)) < 0.03] = generator.choice([np.nan, np.inf, -np.inf])
+    # values on a bound (exact in float32) fall in the bucket whose le is that bound
+    on_bounds = generator.random((rows, width)) < 0.05
+    numbers[on_bounds] = generator.choice(ON_BOUNDS, int(on_bounds.sum()))
     if width > 3:
         numbers[:, 3] = generator.choice([0.5, 1.5, 2.5, np.nan, np.inf, -1e30], rows)
-    dtype = np.float64 if generator.random() < 0.1 else np.float32
+    dtype = np.float64 if generator.random() < 0.1 or rows == HUGE_ROWS else np.float32
     x = numbers.astype(dtype)
     if 0.08 <= shape < 0.11:
         x = x.ravel()  # 1-D: no columns to read
