@@ -88,7 +88,8 @@ def test_builtin_and_uvicorn_answer_every_request_alike(iris_dir, batching):
         statuses = [status for status, _, _ in direct]
         # the cases cover answers of every kind, not only successes
         assert {200, 400, 404, 405, 413, 415} <= set(statuses)
-        assert direct[14][2] == asgi[14][2] and b'"id":"r1"' in direct[13][2]
+        echoed = CASES.index(("POST", "/v2/models/iris/infer", INFER, {"X-Request-Id": "mine-1"}))
+        assert direct[echoed][0] == 200 and b'"id":"r1"' in direct[echoed][2]
         counts = [
             {
                 outcome: metric(scrape(url), "modeldeck_requests_total", outcome=outcome)
