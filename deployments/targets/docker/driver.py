@@ -19,6 +19,7 @@ prediction log to the dashboard's ingest API; without it, predictions are not lo
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -94,8 +95,8 @@ DOCKER_HOST_ALIAS = "host.docker.internal"
 CONFIG_KEYS = {
     "docker_host", "tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify",
     "base_image", "publish_host", "access_host", "gateway_port_range", "mem_limit",
-    "gateway_mem_limit", "pids_limit", "cpus", "threads", "env", "registry", "runtime",
-    "prediction_log_url",
+    "gateway_mem_limit", "pids_limit", "cpus", "threads", "workers", "batch_max_rows",
+    "batch_max_delay_us", "env", "registry", "runtime", "prediction_log_url",
 }  # fmt: skip
 
 
@@ -130,6 +131,11 @@ class DockerSettings:
     pids_limit: int = 256
     cpus: float | None = None
     threads: int = 0
+    # Server processes per container, and opt-in dynamic batching (0: off; the delay None: the
+    # runtime's default). See serving_arguments.
+    workers: int = 1
+    batch_max_rows: int = 0
+    batch_max_delay_us: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] | None = None
     runtime: str | None = None
@@ -233,6 +239,27 @@ def docker_settings(config: dict[str, Any] | None) -> DockerSettings:
         values["cpus"] = float(cpus)
     if "threads" in config:
         values["threads"] = _whole(config["threads"], "threads", 0, 64)
+    if "workers" in config:
+        values["workers"] = _whole(config["workers"], "workers", 1, 16)
+        cores = math.ceil(values["cpus"]) if "cpus" in values else None
+        if cores is not None and values["workers"] > cores:
+            # Each worker is a process of its own: more of them than the container's CPU share
+            # only adds context switches and memory (each loads the model).
+            raise _fail(
+                f"must be at most {cores}, the cores cpus ({values['cpus']:g}) gives a container.",
+                "workers",
+            )
+    if "batch_max_rows" in config:
+        values["batch_max_rows"] = _whole(config["batch_max_rows"], "batch_max_rows", 0, 10000)
+    if "batch_max_delay_us" in config:
+        values["batch_max_delay_us"] = _whole(
+            config["batch_max_delay_us"], "batch_max_delay_us", 0, 1_000_000
+        )
+        if not values.get("batch_max_rows"):
+            raise _fail(
+                "needs batch_max_rows above 0 (without batching it does nothing).",
+                "batch_max_delay_us",
+            )
     if "env" in config:
         values["env"] = _environment(config["env"])
     if config.get("registry") is not None:
@@ -684,6 +711,7 @@ class DockerDriver(AdminApiRoutes, TargetDriver):
             "--variant", role,
             "--endpoint", endpoint_name,
             "--threads", str(self.config.threads),
+            *serving_arguments(self.config),
             "--host", "0.0.0.0",  # noqa: S104 - inside the container; published on publish_host
             "--port", str(SERVER_PORT),
             "--drain-seconds", str(STOP_GRACE_SECONDS - 2),
@@ -881,6 +909,19 @@ class DockerDriver(AdminApiRoutes, TargetDriver):
 
     def remove_owned(self, *, resource: OwnedResource) -> None:
         self._remove_handle(resource.handle, gateway=resource.role == ResourceRole.GATEWAY)
+
+
+def serving_arguments(config: DockerSettings) -> list[str]:
+    """The modeldeck-serve flags of the serving settings; a setting left at its default
+    (workers 1, batch_max_rows 0) or absent adds nothing, so the command stays as it was."""
+    arguments = []
+    if config.workers != 1:
+        arguments += ["--workers", str(config.workers)]
+    if config.batch_max_rows:
+        arguments += ["--batch-max-rows", str(config.batch_max_rows)]
+        if config.batch_max_delay_us is not None:
+            arguments += ["--batch-max-delay-us", str(config.batch_max_delay_us)]
+    return arguments
 
 
 def _int_or_none(value: Any) -> int | None:
