@@ -7,8 +7,10 @@ service account. Everything else shapes the manifests.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from common.credentials import CredentialError, credential_environment, credential_file
@@ -30,6 +32,12 @@ IMAGE_BY_DIGEST = re.compile(
 )
 QUANTITY = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,3})?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+# What a quantity's suffix multiplies its number by (Kubernetes resource.Quantity).
+QUANTITY_SUFFIXES = {
+    "": Decimal(1), "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
+    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+}  # fmt: skip
 HOSTNAME_TEMPLATE = re.compile(r"^(\*\.)?[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9}])?$")
 PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.{}:\[\]-]+(/[A-Za-z0-9._~/{}-]*)?$")
 # An http(s) base URL: no credentials, query, fragment or placeholder.
@@ -45,11 +53,17 @@ DEFAULT_RESOURCES = {
     },
 }
 
+# Serving settings passed to every version server (runtime/README.md, "--workers" and the
+# "--batch-*" flags); bench/RESULTS.md measures what they are worth.
+MAX_WORKERS = 16
+MAX_BATCH_ROWS = 10000
+MAX_BATCH_DELAY_US = 1_000_000
+
 CONFIG_KEYS = (
     "namespace", "kubeconfig", "kubeconfig_env", "context", "in_cluster", "traffic",
     "gateway_api", "public_url", "resources", "gateway_image", "gateway_replicas",
     "gateway_service_type", "image_pull_secrets", "threads", "switch_timeout_seconds",
-    "prediction_log_url", "build",
+    "prediction_log_url", "build", "workers", "batch_max_rows", "batch_max_delay_us",
 )  # fmt: skip
 # `build`: the Docker engine serving images are built on and the registry the cluster pulls
 # them from (the same settings, and the same checks, as a Docker target's).
@@ -110,6 +124,12 @@ class KubernetesSettings:
     gateway_service_type: str = "ClusterIP"
     image_pull_secrets: tuple[str, ...] = ()
     threads: int = 0
+    # Server processes per pod sharing its port (`--workers`; 1: not passed).
+    workers: int = 1
+    # Dynamic batching: rows of one merged inference (`--batch-max-rows`; 0: off, not passed).
+    batch_max_rows: int = 0
+    # How long a request waits for others (`--batch-max-delay-us`; None: the runtime's default).
+    batch_max_delay_us: int | None = None
     # How long set_routes waits for the gateway to serve the new table.
     switch_timeout_seconds: float = 60.0
     # The dashboard's base URL as gateway pods reach it ("": no prediction log).
@@ -165,6 +185,51 @@ def _resources(value: Any) -> dict[str, dict[str, dict[str, str]]]:
                     )
                 merged[kind][part][name] = str(quantity)
     return merged
+
+
+def cpu_cores(quantity: str) -> Decimal:
+    """The cores a CPU quantity ("500m", "2", "1.5") stands for; `quantity` matches QUANTITY."""
+    match = QUANTITY.match(quantity)
+    if not match:
+        raise ValueError(f"{quantity[:20]!r} is not a quantity.")
+    suffix = match.group(2) or ""
+    return Decimal(quantity.removesuffix(suffix)) * QUANTITY_SUFFIXES[suffix]
+
+
+def _whole(config: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key} must be a whole number from {low} to {high}.", key)
+    return value
+
+
+def _serving(
+    config: dict[str, Any], resources: dict[str, dict[str, dict[str, str]]]
+) -> tuple[int, int, int | None]:
+    """(workers, batch_max_rows, batch_max_delay_us) of the version servers, checked."""
+    workers = _whole(config, "workers", 1, 1, MAX_WORKERS)
+    limit = resources["server"].get("limits", {}).get("cpu")
+    if limit is not None:
+        # More processes than the pod has cores only makes them take turns (CFS quota), each
+        # holding its own copy of the model; one worker is always allowed.
+        cores = max(1, math.ceil(cpu_cores(limit)))
+        if workers > cores:
+            raise ConfigError(
+                f"workers ({workers}) exceeds the {cores} core(s) of the server pods' CPU limit "
+                f'(resources.server.limits.cpu "{limit}"): lower workers or raise the limit.',
+                "workers",
+            )
+    rows = _whole(config, "batch_max_rows", 0, 0, MAX_BATCH_ROWS)
+    delay = None
+    if "batch_max_delay_us" in config:
+        delay = _whole(config, "batch_max_delay_us", 0, 0, MAX_BATCH_DELAY_US)
+        if rows == 0:
+            raise ConfigError(
+                "batch_max_delay_us needs batch_max_rows above 0: without batching it does "
+                "nothing.",
+                "batch_max_delay_us",
+            )
+    return workers, rows, delay
 
 
 def _parent(value: Any) -> tuple[ParentGateway, str]:
@@ -270,9 +335,7 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         raise ConfigError(
             "image_pull_secrets must be a list of Secret names.", "image_pull_secrets"
         )
-    threads = config.get("threads", 0)
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 64:
-        raise ConfigError("threads must be a whole number from 0 to 64.", "threads")
+    threads = _whole(config, "threads", 0, 0, 64)
     timeout = config.get("switch_timeout_seconds", 60)
     if (
         isinstance(timeout, bool)
@@ -282,6 +345,8 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         raise ConfigError("switch_timeout_seconds must be from 1 to 600.", "switch_timeout_seconds")
     prediction_log_url = _base_url(config, "prediction_log_url")
     build = _build(config.get("build"))
+    resources = _resources(config.get("resources"))
+    workers, batch_max_rows, batch_max_delay_us = _serving(config, resources)
     return KubernetesSettings(
         namespace=namespace,
         kubeconfig=kubeconfig,
@@ -292,12 +357,15 @@ def kubernetes_settings(config: dict[str, Any] | None) -> KubernetesSettings:
         parent=parent,
         hostname=hostname,
         public_url=public_url,
-        resources=_resources(config.get("resources")),
+        resources=resources,
         gateway_image=gateway_image,
         gateway_replicas=replicas,
         gateway_service_type=service_type,
         image_pull_secrets=tuple(secrets),
         threads=threads,
+        workers=workers,
+        batch_max_rows=batch_max_rows,
+        batch_max_delay_us=batch_max_delay_us,
         switch_timeout_seconds=float(timeout),
         prediction_log_url=prediction_log_url,
         build=build,

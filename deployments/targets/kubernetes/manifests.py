@@ -484,6 +484,20 @@ def scaling_manifests(
     return objects
 
 
+def serving_arguments(settings: KubernetesSettings) -> list[str]:
+    """The target's `workers` and dynamic-batching flags for modeldeck-serve: only the settings
+    the target gives (workers above 1, batch_max_rows above 0, batch_max_delay_us when set), so
+    a target without them renders byte-for-byte the pods it rendered before they existed."""
+    arguments: list[str] = []
+    if settings.workers > 1:
+        arguments += ["--workers", str(settings.workers)]
+    if settings.batch_max_rows > 0:
+        arguments += ["--batch-max-rows", str(settings.batch_max_rows)]
+    if settings.batch_max_delay_us is not None:
+        arguments += ["--batch-max-delay-us", str(settings.batch_max_delay_us)]
+    return arguments
+
+
 def server_manifests(
     *,
     endpoint: EndpointIdentity,
@@ -510,6 +524,7 @@ def server_manifests(
         "--endpoint", endpoint.name,
         "--variant", role,
         "--threads", str(settings.threads),
+        *serving_arguments(settings),
         "--host", "0.0.0.0",  # noqa: S104 - inside the pod; reached through the Service
         "--port", str(SERVER_PORT),
         "--drain-seconds", str(DRAIN_SECONDS),
