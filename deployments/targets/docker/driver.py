@@ -51,6 +51,7 @@ from deployments.targets.base import (
 )
 from deployments.targets.gateway import AdminApiRoutes, gateway_read_routes, http_ready
 from deployments.targets.policy import HostRefused, check_docker_settings, check_url
+from deployments.targets.serving import SERVING_LIMITS, serving_arguments
 
 DEFAULT_BASE_IMAGE = "modeldeck/base:bookworm"
 DEFAULT_GATEWAY_PORTS = "19100-19899"
@@ -240,7 +241,7 @@ def docker_settings(config: dict[str, Any] | None) -> DockerSettings:
     if "threads" in config:
         values["threads"] = _whole(config["threads"], "threads", 0, 64)
     if "workers" in config:
-        values["workers"] = _whole(config["workers"], "workers", 1, 16)
+        values["workers"] = _whole(config["workers"], "workers", *SERVING_LIMITS["workers"])
         cores = math.ceil(values["cpus"]) if "cpus" in values else None
         if cores is not None and values["workers"] > cores:
             # Each worker is a process of its own: more of them than the container's CPU share
@@ -250,10 +251,14 @@ def docker_settings(config: dict[str, Any] | None) -> DockerSettings:
                 "workers",
             )
     if "batch_max_rows" in config:
-        values["batch_max_rows"] = _whole(config["batch_max_rows"], "batch_max_rows", 0, 10000)
+        values["batch_max_rows"] = _whole(
+            config["batch_max_rows"], "batch_max_rows", *SERVING_LIMITS["batch_max_rows"]
+        )
     if "batch_max_delay_us" in config:
         values["batch_max_delay_us"] = _whole(
-            config["batch_max_delay_us"], "batch_max_delay_us", 0, 1_000_000
+            config["batch_max_delay_us"],
+            "batch_max_delay_us",
+            *SERVING_LIMITS["batch_max_delay_us"],
         )
         if not values.get("batch_max_rows"):
             raise _fail(
@@ -711,7 +716,9 @@ class DockerDriver(AdminApiRoutes, TargetDriver):
             "--variant", role,
             "--endpoint", endpoint_name,
             "--threads", str(self.config.threads),
-            *serving_arguments(self.config),
+            *serving_arguments(
+                self.config.workers, self.config.batch_max_rows, self.config.batch_max_delay_us
+            ),
             "--host", "0.0.0.0",  # noqa: S104 - inside the container; published on publish_host
             "--port", str(SERVER_PORT),
             "--drain-seconds", str(STOP_GRACE_SECONDS - 2),
@@ -909,19 +916,6 @@ class DockerDriver(AdminApiRoutes, TargetDriver):
 
     def remove_owned(self, *, resource: OwnedResource) -> None:
         self._remove_handle(resource.handle, gateway=resource.role == ResourceRole.GATEWAY)
-
-
-def serving_arguments(config: DockerSettings) -> list[str]:
-    """The modeldeck-serve flags of the serving settings; a setting left at its default
-    (workers 1, batch_max_rows 0) or absent adds nothing, so the command stays as it was."""
-    arguments = []
-    if config.workers != 1:
-        arguments += ["--workers", str(config.workers)]
-    if config.batch_max_rows:
-        arguments += ["--batch-max-rows", str(config.batch_max_rows)]
-        if config.batch_max_delay_us is not None:
-            arguments += ["--batch-max-delay-us", str(config.batch_max_delay_us)]
-    return arguments
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any
 from common.credentials import CredentialError, credential_environment, credential_file
 from deployments.targets.base import DriverError, dashboard_base_url
 from deployments.targets.docker.driver import DockerSettings, docker_settings
+from deployments.targets.serving import SERVING_LIMITS
 
 TRAFFIC_GATEWAY = "gateway"
 TRAFFIC_GATEWAY_API = "gateway-api"
@@ -55,9 +56,9 @@ DEFAULT_RESOURCES = {
 
 # Serving settings passed to every version server (runtime/README.md, "--workers" and the
 # "--batch-*" flags); bench/RESULTS.md measures what they are worth.
-MAX_WORKERS = 16
-MAX_BATCH_ROWS = 10000
-MAX_BATCH_DELAY_US = 1_000_000
+MAX_WORKERS = SERVING_LIMITS["workers"][1]
+MAX_BATCH_ROWS = SERVING_LIMITS["batch_max_rows"][1]
+MAX_BATCH_DELAY_US = SERVING_LIMITS["batch_max_delay_us"][1]
 
 CONFIG_KEYS = (
     "namespace", "kubeconfig", "kubeconfig_env", "context", "in_cluster", "traffic",

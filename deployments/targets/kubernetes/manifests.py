@@ -33,6 +33,7 @@ from typing import Any
 from deployments.targets.base import DriverError, Route
 from deployments.targets.gateway import route_table_document
 from deployments.targets.kubernetes.config import IMAGE_BY_DIGEST, KubernetesSettings
+from deployments.targets.serving import serving_arguments
 
 MANAGED_BY = "modeldeck"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -484,20 +485,6 @@ def scaling_manifests(
     return objects
 
 
-def serving_arguments(settings: KubernetesSettings) -> list[str]:
-    """The target's `workers` and dynamic-batching flags for modeldeck-serve: only the settings
-    the target gives (workers above 1, batch_max_rows above 0, batch_max_delay_us when set), so
-    a target without them renders byte-for-byte the pods it rendered before they existed."""
-    arguments: list[str] = []
-    if settings.workers > 1:
-        arguments += ["--workers", str(settings.workers)]
-    if settings.batch_max_rows > 0:
-        arguments += ["--batch-max-rows", str(settings.batch_max_rows)]
-    if settings.batch_max_delay_us is not None:
-        arguments += ["--batch-max-delay-us", str(settings.batch_max_delay_us)]
-    return arguments
-
-
 def server_manifests(
     *,
     endpoint: EndpointIdentity,
@@ -524,7 +511,9 @@ def server_manifests(
         "--endpoint", endpoint.name,
         "--variant", role,
         "--threads", str(settings.threads),
-        *serving_arguments(settings),
+        *serving_arguments(
+            settings.workers, settings.batch_max_rows, settings.batch_max_delay_us
+        ),
         "--host", "0.0.0.0",  # noqa: S104 - inside the pod; reached through the Service
         "--port", str(SERVER_PORT),
         "--drain-seconds", str(DRAIN_SECONDS),

@@ -45,6 +45,7 @@ from deployments.targets.base import (
     labels_for,
 )
 from deployments.targets.gateway import AdminApiRoutes, gateway_read_routes, http_ready
+from deployments.targets.serving import SERVING_KEYS, SERVING_LIMITS, serving_arguments
 
 MARKER_OPTION = "modeldeck.process="
 GATEWAY_KEY = "gateway"
@@ -55,13 +56,6 @@ LOG_TAIL_BYTES = 4000
 LOG_TAIL_LINES = 2
 LOG_TAIL_CHARS = 600
 MAX_LOG_BYTES = 10 * 1024 * 1024
-# Serving settings of a target's config -> (lowest, highest) whole number; each one set is passed
-# to modeldeck-serve as its flag (runtime/README.md), see serving_arguments.
-SERVING_SETTINGS = {
-    "workers": (1, 16),
-    "batch_max_rows": (0, 10000),
-    "batch_max_delay_us": (0, 1_000_000),
-}
 
 # Children started by this worker, kept so they are reaped (no zombies) when they exit.
 _children: dict[int, subprocess.Popen] = {}
@@ -180,9 +174,9 @@ class LocalDriver(AdminApiRoutes, TargetDriver):
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Optional `threads` (onnxruntime intra-op threads per server, 0 = its default) and the
-        serving settings of SERVING_SETTINGS (see serving_arguments)."""
-        cls.refuse_unknown_settings(config, {"threads", *SERVING_SETTINGS})
-        for key, (low, high) in {"threads": (0, 64), **SERVING_SETTINGS}.items():
+        serving settings (deployments/targets/serving.py)."""
+        cls.refuse_unknown_settings(config, {"threads", *SERVING_KEYS})
+        for key, (low, high) in {"threads": (0, 64), **SERVING_LIMITS}.items():
             value = config.get(key, low)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ApplicationError(
@@ -203,7 +197,7 @@ class LocalDriver(AdminApiRoutes, TargetDriver):
                 "nothing).",
                 {"config": "batch_max_delay_us"},
             )
-        return {key: config[key] for key in ("threads", *SERVING_SETTINGS) if key in config}
+        return {key: config[key] for key in ("threads", *SERVING_KEYS) if key in config}
 
     # --- paths and identity ---
 
@@ -438,7 +432,11 @@ class LocalDriver(AdminApiRoutes, TargetDriver):
                 "--variant", spec.role,
                 "--endpoint", endpoint.name,
                 "--threads", str(self.target.config.get("threads", 0)),
-                *serving_arguments(self.target.config),
+                *serving_arguments(
+                    self.target.config.get("workers", 1),
+                    self.target.config.get("batch_max_rows", 0),
+                    self.target.config.get("batch_max_delay_us"),
+                ),
                 "--memory-limit-mb", str(max(2048, (folder / "model.onnx").stat().st_size >> 18)),
                 "--drain-seconds", str(int(STOP_GRACE_SECONDS) - 2),
             ]  # fmt: skip
@@ -551,20 +549,6 @@ class LocalDriver(AdminApiRoutes, TargetDriver):
         elif kind == "pid":
             pid_text, _, marker = rest.partition(":")
             stop_process(int(pid_text), marker)
-
-
-def serving_arguments(config: dict[str, Any]) -> list[str]:
-    """The modeldeck-serve flags of a validated config's serving settings; a setting left at its
-    default (workers 1, batch_max_rows 0) or absent adds nothing, so the command line stays as
-    it was without them."""
-    arguments = []
-    if config.get("workers", 1) != 1:
-        arguments += ["--workers", str(int(config["workers"]))]
-    if config.get("batch_max_rows", 0):
-        arguments += ["--batch-max-rows", str(int(config["batch_max_rows"]))]
-        if "batch_max_delay_us" in config:
-            arguments += ["--batch-max-delay-us", str(int(config["batch_max_delay_us"]))]
-    return arguments
 
 
 def replica_key(key: str, index: int) -> str:
