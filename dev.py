@@ -378,14 +378,15 @@ def runs_in_one_process(arguments: list[str]) -> bool:
 
 
 def pytest_arguments(arguments: list[str], cpus: int | None, addopts: str = "") -> list[str]:
-    """`arguments` with `-n N --dist loadgroup` in front (N = the cores, at most
+    """`arguments` with `-n N --dist loadfile` in front (N = the cores, at most
     MAX_TEST_WORKERS) unless the run must stay in one process (see runs_in_one_process) or there
-    is only one core. loadgroup keeps tests of one `xdist_group` on one worker, in file order:
-    the browser journeys of a module build on each other."""
+    is only one core. loadfile runs each file's tests on one worker, in file order: the browser
+    journeys of a module build on each other. (`--dist loadgroup` with `xdist_group` marks did
+    not keep them together with pytest 9 and xdist 3.8: tests/common/test_dev_test_command.py.)"""
     workers = min(cpus or 1, MAX_TEST_WORKERS)
     if workers < 2 or runs_in_one_process([*shlex.split(addopts), *arguments]):
         return arguments
-    return ["-n", str(workers), "--dist", "loadgroup", *arguments]
+    return ["-n", str(workers), "--dist", "loadfile", *arguments]
 
 
 def test(arguments: list[str]) -> int:

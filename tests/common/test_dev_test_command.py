@@ -10,15 +10,15 @@ dev = load_dev_module()
 @pytest.mark.parametrize(
     ("arguments", "cpus", "expected"),
     [
-        ([], 2, ["-n", "2", "--dist", "loadgroup"]),
-        ([], 16, ["-n", str(dev.MAX_TEST_WORKERS), "--dist", "loadgroup"]),
-        (["tests/registry", "-x"], 3, ["-n", "3", "--dist", "loadgroup", "tests/registry", "-x"]),
+        ([], 2, ["-n", "2", "--dist", "loadfile"]),
+        ([], 16, ["-n", str(dev.MAX_TEST_WORKERS), "--dist", "loadfile"]),
+        (["tests/registry", "-x"], 3, ["-n", "3", "--dist", "loadfile", "tests/registry", "-x"]),
         (
             ["--junitxml=var/junit.xml"],
             2,
-            ["-n", "2", "--dist", "loadgroup", "--junitxml=var/junit.xml"],
+            ["-n", "2", "--dist", "loadfile", "--junitxml=var/junit.xml"],
         ),
-        (["-k", "simulated"], 2, ["-n", "2", "--dist", "loadgroup", "-k", "simulated"]),
+        (["-k", "simulated"], 2, ["-n", "2", "--dist", "loadfile", "-k", "simulated"]),
         ([], 1, []),
         ([], None, []),
     ],
@@ -60,7 +60,7 @@ def test_pytest_addopts_count_like_arguments():
         "-n",
         "2",
         "--dist",
-        "loadgroup",
+        "loadfile",
     ]
 
 
@@ -69,22 +69,45 @@ def test_other_plugins_and_capture_modes_keep_the_workers():
         "-n",
         "2",
         "--dist",
-        "loadgroup",
+        "loadfile",
         "-p",
         "no:randomly",
     ]
     assert dev.pytest_arguments(["--capture=sys", "-xv"], 2)[:2] == ["-n", "2"]
     assert dev.pytest_arguments(["-k", "slow"], 2)[:2] == ["-n", "2"]
     deselect = ["--deselect", "tests/registry/test_models.py::test_one"]
-    assert dev.pytest_arguments(deselect, 2) == ["-n", "2", "--dist", "loadgroup", *deselect]
+    assert dev.pytest_arguments(deselect, 2) == ["-n", "2", "--dist", "loadfile", *deselect]
 
 
-def test_journeys_that_build_on_each_other_stay_on_one_worker():
-    """The model-to-endpoint journeys share state in file order: one xdist group (dev.py runs
-    with --dist loadgroup), or the workers would split them and a later journey would not find
-    what an earlier one made."""
-    from tests.e2e import test_journey_model_to_endpoint as journeys
+def test_the_tests_of_one_file_run_on_one_worker_in_order(tmp_path):
+    """The model-to-endpoint journeys share state in file order, so the workers dev.py starts
+    must not split a file: run a small suite with dev.py's arguments and see where each test
+    ran. (This is how `--dist loadgroup` with `xdist_group` marks was found to split groups.)"""
+    import json
+    import subprocess
+    import sys
 
-    groups = [mark for mark in journeys.pytestmark if mark.name == "xdist_group"]
-    assert len(groups) == 1 and groups[0].args
-    assert dev.pytest_arguments([], 2)[2:4] == ["--dist", "loadgroup"]
+    (tmp_path / "test_journey.py").write_text(
+        "import json, os, time, pytest\n"
+        "@pytest.mark.parametrize('step', range(6))\n"
+        "def test_step(step):\n"
+        "    time.sleep(0.1)\n"
+        "    with open('ran.jsonl', 'a') as log:\n"
+        "        log.write(json.dumps([step, os.environ['PYTEST_XDIST_WORKER']]) + '\\n')\n"
+    )
+    (tmp_path / "test_other.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.parametrize('n', range(12))\n"
+        "def test_other(n):\n"
+        "    time.sleep(0.05)\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:django", "-p", "no:cacheprovider", "-q",
+         *dev.pytest_arguments([], 2)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    ran = [json.loads(line) for line in (tmp_path / "ran.jsonl").read_text().splitlines()]
+    assert [step for step, _ in ran] == list(range(6))
+    assert len({worker for _, worker in ran}) == 1

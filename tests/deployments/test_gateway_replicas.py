@@ -10,6 +10,7 @@ from modeldeck_runtime.upstream import UpstreamClient
 
 from deployments.targets.base import Route as WorkerRoute
 from deployments.targets.gateway import route_table_document
+from tests.runtime.helpers import run_coroutine
 
 A, B, C = "http://127.0.0.1:22901", "http://127.0.0.1:22902", "http://127.0.0.1:22903"
 
@@ -104,7 +105,7 @@ def test_a_replica_that_refuses_the_connection_is_skipped_within_the_same_reques
         await server.wait_closed()
         return statuses, len(answered), client.outstanding
 
-    statuses, answered, outstanding = asyncio.run(scenario())
+    statuses, answered, outstanding = run_coroutine(scenario())
     assert statuses == [200, 200, 200, 200]
     assert answered == 4
     assert set(outstanding.values()) == {0}

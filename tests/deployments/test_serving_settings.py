@@ -27,7 +27,7 @@ from deployments.models import (
 from deployments.targets.base import ServerSpec
 from deployments.targets.local.driver import LocalDriver
 from tests.deployments.test_docker_images import RecordingDriver
-from tests.runtime.helpers import metric, scrape
+from tests.runtime.helpers import metric, run_coroutine, scrape
 
 SERVING = {"workers": 2, "batch_max_rows": 32, "batch_max_delay_us": 0}
 
@@ -385,7 +385,7 @@ def test_a_local_version_runs_as_two_workers_that_batch_concurrent_requests(
     server = f"http://127.0.0.1:{row.port}"
     calls = successes = 0.0
     for _attempt in range(5):
-        answers = asyncio.run(_burst(endpoint.url, "batched", 48))
+        answers = run_coroutine(_burst(endpoint.url, "batched", 48))
         assert answers == [(200, float(x + 1)) for x in range(48)]
         samples = scrape(server)
         successes = metric(samples, "modeldeck_requests_total", outcome="success")

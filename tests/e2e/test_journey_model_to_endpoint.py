@@ -19,8 +19,9 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import login, snap
 from tests.registry import onnx_files
 
-# One xdist group: the journeys build on each other, so one worker runs them all, in order.
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("journey-model-to-endpoint")]
+# The journeys build on each other: dev.py test runs a file's tests on one worker, in order
+# (--dist loadfile).
+pytestmark = pytest.mark.browser
 
 MODEL = "e2e-iris"
 ENDPOINT = "e2e-iris-live"

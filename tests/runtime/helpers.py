@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import http.client
 import json
 import os
@@ -38,6 +40,14 @@ IDENTITY_TYPES = {
     "BYTES": TensorProto.STRING,
 }
 MLP_INPUTS = 100
+
+
+def run_coroutine(coroutine: Any, timeout: float | None = None) -> Any:
+    """asyncio.run in a thread of its own: a session-scoped Playwright (the e2e tier) keeps an
+    event loop running in the main thread of its xdist worker, where asyncio.run refuses to
+    start."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout)
 
 
 def free_port() -> int:

@@ -12,7 +12,14 @@ import time
 import numpy as np
 import onnxruntime
 
-from tests.runtime.helpers import MLP_INPUTS, metric, request, scrape, start_server
+from tests.runtime.helpers import (
+    MLP_INPUTS,
+    metric,
+    request,
+    run_coroutine,
+    scrape,
+    start_server,
+)
 
 
 def _infer(url: str, rows: np.ndarray) -> tuple[int, dict]:
@@ -175,7 +182,7 @@ def test_with_no_delay_a_batch_holds_the_requests_of_one_event_loop_turn():
         return answers
 
     started = time.perf_counter()
-    answers = asyncio.run(scenario())
+    answers = run_coroutine(scenario(), timeout=30)
     assert runs == [6, 1]
     assert recorded == [[1, 2, 3], [1]]
     for index in range(3):
