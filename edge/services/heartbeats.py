@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from common.errors import ApplicationError
+from common.retry import retry_on_deadlock
 from deployments.signals import edge_summary_received
 from edge.models import (
     DeviceHealth,
@@ -144,6 +145,7 @@ def _version_by_reference(team_id: int, reference: str) -> int | None:
     )
 
 
+@retry_on_deadlock
 def device_heartbeat_record(*, device: EdgeDevice, payload: Any) -> dict:
     """Store a device's reported state and its metric summaries (each summary once, by its
     sequence) in one transaction, then move its fleet's rollout on in another (after the

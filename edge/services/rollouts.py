@@ -15,6 +15,7 @@ from accounts.models import Role
 from accounts.permissions import require_member, require_role
 from accounts.services import audit_record
 from common.errors import ApplicationError
+from common.retry import retry_on_deadlock
 from deployments.models import (
     Endpoint,
     EventLevel,
@@ -135,6 +136,7 @@ def _rollout_begin(
     return rollout
 
 
+@retry_on_deadlock
 @transaction.atomic
 def edge_rollout_create(
     *,
