@@ -11,6 +11,13 @@ from accounts.models import Role
 from accounts.services import token_create
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 
+# Playwright's sync API (the browser journeys) keeps an event loop running in an xdist
+# worker's main thread while its browser is open, and Django then refuses the synchronous ORM
+# calls of every test that worker runs next (SynchronousOnlyOperation: 81 errors in one CI run).
+# The apps have no async code, so the tests lift that check; the stacks the e2e tier serves keep
+# it (tests/e2e/stack.py leaves the variable out of their environment).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
 REQUIRED_TIERS = {
     t.strip() for t in os.environ.get("MODELDECK_REQUIRE_TIERS", "").split(",") if t.strip()
 }

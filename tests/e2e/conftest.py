@@ -25,14 +25,8 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser(stack):
-    """Chromium for the session. Playwright's sync API keeps an event loop running in this
-    thread while it is open, and Django then refuses every new database connection of the
-    tests this xdist worker runs afterwards (SynchronousOnlyOperation, seen in CI once files
-    were scheduled whole): the check is lifted while the browser is open, as Playwright's
-    documentation says for Django. Those tests are synchronous; nothing else changes."""
     from playwright.sync_api import sync_playwright
 
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -49,7 +43,6 @@ def browser(stack):
         )
         yield chromium
         chromium.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture

@@ -66,7 +66,14 @@ class Stack:
         keep = {
             k: v
             for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+            if k
+            not in {
+                "DATABASE_URL",
+                "CELERY_BROKER_URL",
+                "REDIS_URL",
+                "DJANGO_SETTINGS_MODULE",
+                "DJANGO_ALLOW_ASYNC_UNSAFE",
+            }
         }
         return {
             **keep,
