@@ -18,8 +18,11 @@ PRODUCTION = {
 
 
 def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    # DJANGO_ALLOW_ASYNC_UNSAFE is the test processes' own (tests/conftest.py), not a deployment's.
     clean = {
-        k: v for k, v in os.environ.items() if k not in PRODUCTION and k != "DJANGO_SETTINGS_MODULE"
+        k: v
+        for k, v in os.environ.items()
+        if k not in PRODUCTION and k not in {"DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
