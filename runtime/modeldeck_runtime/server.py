@@ -462,9 +462,7 @@ class VersionServer:
                 reply = _Reply(headers, response_headers, write, started)
                 return self._infer_on_thread(call, names, reply)
             outputs, seconds = _run_inline(call.model, names, call.feeds)
-            self._check_output_size(outputs)
-            self._record(call.feeds, outputs, [call.rows], seconds)
-            status, answer = self._encode(call, outputs, response_headers)
+            status, answer = self._answer_of_run(call, outputs, seconds, response_headers)
         except Exception as error:
             status, answer = _failure(error)
         self._reply(_Reply(headers, response_headers, write, started), status, answer)
@@ -494,12 +492,18 @@ class VersionServer:
     async def _infer_on_thread(self, call: _Call, names: list[str], reply: _Reply) -> None:
         try:
             outputs, seconds = await self._session_run(call.model, names, call.feeds)
-            self._check_output_size(outputs)
-            self._record(call.feeds, outputs, [call.rows], seconds)
-            status, answer = self._encode(call, outputs, reply.response_headers)
+            status, answer = self._answer_of_run(call, outputs, seconds, reply.response_headers)
         except Exception as error:
             status, answer = _failure(error)
         self._reply(reply, status, answer)
+
+    def _answer_of_run(
+        self, call: _Call, outputs: dict[str, Any], seconds: float, response_headers: Headers
+    ) -> tuple[int, bytes]:
+        """The answer to one request that ran alone: its outputs checked, counted, encoded."""
+        self._check_output_size(outputs)
+        self._record(call.feeds, outputs, [call.rows], seconds)
+        return self._encode(call, outputs, response_headers)
 
     def _reply(self, reply: _Reply, status: int, answer: bytes) -> None:
         """Write an inference's answer and count it."""
